@@ -1,0 +1,392 @@
+//! Command-line interface: `serve`, `call`, `tools`, `policy check`.
+//!
+//! Exit codes of `call`: the tool's own exit code; 128+N when a signal N killed it; 124 when it
+//! timed out (as timeout(1)); 125 when toolgate itself refused or failed (as env(1)), with the
+//! status and message on stderr.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use tonic::Code;
+
+use toolgate::api::pb;
+use toolgate::daemon::{self, Config};
+use toolgate::policy::{self, PolicySet};
+
+/// Exit code for toolgate's own refusals and failures.
+const EXIT_REFUSED: u8 = 125;
+/// Exit code when the tool timed out.
+const EXIT_TIMED_OUT: u8 = 124;
+
+#[derive(Parser)]
+#[command(
+    name = "toolgate",
+    version,
+    about = "Run AI agents' tools without a shell, in a sandbox, under policy, with an audit log"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve(ServeArgs),
+    /// Run one tool through the daemon and print its output.
+    Call(CallArgs),
+    /// List the tools you may call.
+    Tools(ToolsArgs),
+    /// Work with policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Daemon configuration file (TOML).
+    #[arg(long, default_value = "/etc/toolgate/toolgate.toml")]
+    config: PathBuf,
+    /// Unix socket to listen on (overrides the config).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Also listen on this TCP address, e.g. 127.0.0.1:7700 (overrides the config).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Directory of policy files (overrides the config).
+    #[arg(long)]
+    policy_dir: Option<PathBuf>,
+    /// Audit log file (overrides the config).
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
+    /// Log one JSON object per line.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[derive(clap::Args)]
+struct Connection {
+    /// The daemon's Unix socket.
+    #[arg(long, env = "TOOLGATE_SOCKET", default_value_os_t = daemon::default_socket())]
+    socket: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct CallArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// Print the whole result as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Print output as it comes (ExecuteStream).
+    #[arg(long, conflicts_with = "json")]
+    stream: bool,
+    /// Time limit, e.g. 10s (the tool's policy limit applies when shorter).
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// Environment variable for the tool, NAME=VALUE (the policy must allow NAME).
+    #[arg(long = "env", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Request id to record in the audit log.
+    #[arg(long)]
+    request_id: Option<String>,
+    /// Do not send standard input (by default it is sent unless it is a terminal).
+    #[arg(long)]
+    no_stdin: bool,
+    /// One command line, split without a shell; its first word is the tool or its program.
+    #[arg(long, conflicts_with = "args")]
+    command: Option<String>,
+    /// The tool to run.
+    tool: String,
+    /// Arguments for the tool, after `--`, passed exactly as given.
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct ToolsArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// Print the list as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Check a directory of policy files; print every error with file:line:column.
+    Check {
+        /// The directory.
+        dir: PathBuf,
+        /// Daemon config whose [policy_vars] the policies use.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    policy::parse_duration(text)
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))
+}
+
+/// Runs the command line; errors print to stderr with exit code 125.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("toolgate: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_REFUSED);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Call(args) => call(args).await,
+            Command::Tools(args) => tools(args).await,
+            Command::Policy(PolicyCommand::Check { dir, config }) => policy_check(dir, config),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("toolgate: {e:#}");
+            ExitCode::from(EXIT_REFUSED)
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<ExitCode> {
+    toolgate::telemetry::init(args.log_json);
+    let mut config = Config::load(&args.config)?;
+    if let Some(socket) = args.socket {
+        config.socket = socket;
+    }
+    if let Some(listen) = args.listen {
+        config.listen = Some(listen);
+    }
+    if let Some(dir) = args.policy_dir {
+        config.policy_dir = dir;
+    }
+    if let Some(log) = args.audit_log {
+        config.audit_log = log;
+    }
+    daemon::serve(config).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn connect(
+    connection: &Connection,
+) -> Result<pb::tool_gate_client::ToolGateClient<tonic::transport::Channel>> {
+    toolgate::client::connect_unix(&connection.socket)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot connect to the daemon at {} (is `toolgate serve` running? set --socket or TOOLGATE_SOCKET)",
+                connection.socket.display()
+            )
+        })
+}
+
+/// Prints a refusal and gives the exit code for it.
+fn refused(status: &tonic::Status) -> ExitCode {
+    eprintln!("toolgate: {:?}: {}", status.code(), status.message());
+    ExitCode::from(EXIT_REFUSED)
+}
+
+async fn call(args: CallArgs) -> Result<ExitCode> {
+    let mut stdin = Vec::new();
+    if !args.no_stdin && !std::io::stdin().is_terminal() {
+        std::io::stdin()
+            .read_to_end(&mut stdin)
+            .context("cannot read standard input")?;
+    }
+    let invocation = match args.command {
+        Some(line) => pb::execute_request::Invocation::Command(line),
+        None => pb::execute_request::Invocation::Args(pb::ArgumentList { values: args.args }),
+    };
+    let request = pb::ExecuteRequest {
+        tool: args.tool,
+        invocation: Some(invocation),
+        stdin,
+        env: args
+            .env
+            .into_iter()
+            .collect::<BTreeMap<_, _>>()
+            .into_iter()
+            .collect(),
+        timeout: args.timeout.map(|t| prost_types::Duration {
+            seconds: t.as_secs() as i64,
+            nanos: t.subsec_nanos() as i32,
+        }),
+        request_id: args.request_id.unwrap_or_default(),
+    };
+    let mut client = connect(&args.connection).await?;
+    if args.stream {
+        return call_streaming(&mut client, request).await;
+    }
+    let result = match client.execute(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return Ok(refused(&status)),
+    };
+    if args.json {
+        println!("{}", result_json(&result));
+    } else {
+        std::io::stdout().write_all(&result.stdout)?;
+        std::io::stderr().write_all(&result.stderr)?;
+        report_end(&result);
+    }
+    Ok(exit_code(&result))
+}
+
+async fn call_streaming(
+    client: &mut pb::tool_gate_client::ToolGateClient<tonic::transport::Channel>,
+    request: pb::ExecuteRequest,
+) -> Result<ExitCode> {
+    let mut stream = match client.execute_stream(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return Ok(refused(&status)),
+    };
+    loop {
+        let event = match stream.message().await {
+            Ok(Some(event)) => event,
+            Ok(None) => bail!("the daemon ended the stream without a result"),
+            Err(status) => return Ok(refused(&status)),
+        };
+        match event.event {
+            Some(pb::execute_event::Event::Stdout(bytes)) => {
+                let mut out = std::io::stdout();
+                out.write_all(&bytes)?;
+                out.flush()?;
+            }
+            Some(pb::execute_event::Event::Stderr(bytes)) => std::io::stderr().write_all(&bytes)?,
+            Some(pb::execute_event::Event::Exited(result)) => {
+                report_end(&result);
+                return Ok(exit_code(&result));
+            }
+            Some(pb::execute_event::Event::Started(_)) | None => {}
+        }
+    }
+}
+
+/// Notes on stderr what the tool's own output cannot say: truncation and timeouts.
+fn report_end(result: &pb::ExecuteResult) {
+    if result.stdout_truncated {
+        eprintln!("toolgate: stdout was truncated at the policy's output cap");
+    }
+    if result.stderr_truncated {
+        eprintln!("toolgate: stderr was truncated at the policy's output cap");
+    }
+    if result.timed_out {
+        eprintln!("toolgate: the tool ran past its time limit and was killed");
+    }
+}
+
+fn exit_code(result: &pb::ExecuteResult) -> ExitCode {
+    use pb::execute_result::Termination;
+    if result.timed_out {
+        return ExitCode::from(EXIT_TIMED_OUT);
+    }
+    match result.termination {
+        Some(Termination::ExitCode(code)) => ExitCode::from(code.clamp(0, 255) as u8),
+        Some(Termination::Signal(signal)) => ExitCode::from((128 + signal).clamp(0, 255) as u8),
+        None => ExitCode::from(EXIT_REFUSED),
+    }
+}
+
+fn result_json(result: &pb::ExecuteResult) -> serde_json::Value {
+    use pb::execute_result::Termination;
+    let seconds = |d: &Option<prost_types::Duration>| {
+        d.as_ref()
+            .map_or(0.0, |d| d.seconds as f64 + f64::from(d.nanos) / 1e9)
+    };
+    let (exit_code, signal) = match result.termination {
+        Some(Termination::ExitCode(code)) => (Some(code), None),
+        Some(Termination::Signal(signal)) => (None, Some(signal)),
+        None => (None, None),
+    };
+    json!({
+        "request_id": result.request_id,
+        "exit_code": exit_code,
+        "signal": signal,
+        "timed_out": result.timed_out,
+        "stdout": String::from_utf8_lossy(&result.stdout),
+        "stderr": String::from_utf8_lossy(&result.stderr),
+        "stdout_truncated": result.stdout_truncated,
+        "stderr_truncated": result.stderr_truncated,
+        "wall_time_seconds": seconds(&result.wall_time),
+        "user_cpu_seconds": seconds(&result.user_cpu),
+        "system_cpu_seconds": seconds(&result.system_cpu),
+        "max_rss_bytes": result.max_rss_bytes,
+    })
+}
+
+async fn tools(args: ToolsArgs) -> Result<ExitCode> {
+    let mut client = connect(&args.connection).await?;
+    let tools = match client.list_tools(pb::ListToolsRequest {}).await {
+        Ok(response) => response.into_inner().tools,
+        Err(status) if status.code() == Code::Unavailable => return Ok(refused(&status)),
+        Err(status) => return Ok(refused(&status)),
+    };
+    if args.json {
+        let list: Vec<_> = tools
+            .iter()
+            .map(|t| {
+                json!({
+                    "name": t.name,
+                    "description": t.description,
+                    "program": t.program,
+                    "argument_rules": t.argument_rules,
+                    "timeout_seconds": t.timeout.as_ref().map_or(0, |d| d.seconds),
+                    "max_output_bytes": t.max_output_bytes,
+                    "env_allowed": t.env_allowed,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for tool in &tools {
+        println!("{:<16} {}", tool.name, tool.description);
+        for rule in &tool.argument_rules {
+            println!("{:<16}   {rule}", "");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn policy_check(dir: PathBuf, config: Option<PathBuf>) -> Result<ExitCode> {
+    let vars = match config {
+        Some(path) => Config::load(&path)?.policy_vars,
+        None => Default::default(),
+    };
+    match PolicySet::load_dir(&dir, &vars) {
+        Ok(set) => {
+            let names: Vec<&str> = set.tools().map(|t| t.name.as_str()).collect();
+            println!("ok: {} tools ({})", names.len(), names.join(", "));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(policy::Error::Invalid(diagnostics)) => {
+            for diagnostic in &diagnostics.0 {
+                eprintln!("{diagnostic}");
+            }
+            eprintln!("{} error(s)", diagnostics.0.len());
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(e.into()),
+    }
+}

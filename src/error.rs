@@ -1,0 +1,123 @@
+//! The crate's error and its one mapping to gRPC status codes.
+//!
+//! Each module has its own error enum; this gathers them. [`Error::status`] is the only place
+//! that decides which gRPC code a failure becomes, and what the caller is told. Callers are often
+//! language models: messages say what to change. Host details (paths, errno text) that only ops
+//! need stay in the daemon's log and the audit record, never in a client message.
+
+use tonic::{Code, Status};
+
+use crate::{audit, command, policy, sandbox, supervise};
+
+/// Everything that can stop an invocation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request names a tool no policy defines.
+    #[error(
+        "unknown tool `{tool}`: no policy defines it; call ListTools (toolgate tools) for the tools you may use"
+    )]
+    UnknownTool {
+        /// The name given.
+        tool: String,
+    },
+    /// The command line or arguments cannot be parsed.
+    #[error(transparent)]
+    Command(#[from] command::Error),
+    /// The command line's first word is neither the tool nor its program.
+    #[error(
+        "the command starts with `{found}`, but tool `{tool}` runs `{program}`: start the command with `{tool}` or `{program}`"
+    )]
+    WrongProgram {
+        /// The first word given.
+        found: String,
+        /// The tool.
+        tool: String,
+        /// The tool's program name.
+        program: String,
+    },
+    /// An argument rule refused the arguments.
+    #[error("tool `{tool}`: {denied}")]
+    ArgumentDenied {
+        /// The tool.
+        tool: String,
+        /// Which rule and why.
+        denied: command::rules::Denied,
+    },
+    /// The request sets an environment variable the policy does not allow.
+    #[error("tool `{tool}` does not allow setting `{name}` (allowed: {allowed}) (rule env.allow)")]
+    EnvDenied {
+        /// The tool.
+        tool: String,
+        /// The variable.
+        name: String,
+        /// What may be set.
+        allowed: String,
+    },
+    /// A request field is out of range.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The daemon is shutting down.
+    #[error(
+        "the daemon is shutting down and takes no new invocations; retry on another instance or after it restarts"
+    )]
+    Draining,
+    /// The policies failed to load.
+    #[error(transparent)]
+    Policy(#[from] policy::Error),
+    /// The sandbox could not be prepared or started.
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::Error),
+    /// Supervising the running tool failed.
+    #[error(transparent)]
+    Supervise(#[from] supervise::Error),
+    /// The audit log could not be written.
+    #[error(transparent)]
+    Audit(#[from] audit::Error),
+}
+
+impl Error {
+    /// The audit record's `rule` for this refusal: the policy key or stage that refused.
+    pub fn rule(&self) -> String {
+        match self {
+            Self::UnknownTool { .. } => "policy.unknown_tool".into(),
+            Self::Command(_) => "command.parse".into(),
+            Self::WrongProgram { .. } => "command.program".into(),
+            Self::ArgumentDenied { denied, .. } => format!("arguments.{}", denied.rule),
+            Self::EnvDenied { .. } => "env.allow".into(),
+            Self::BadRequest(_) => "request".into(),
+            Self::Draining => "daemon.draining".into(),
+            Self::Policy(_) => "policy.load".into(),
+            Self::Sandbox(sandbox::Error::LandlockUnavailable(_)) => "sandbox.landlock".into(),
+            Self::Sandbox(_) => "sandbox.spawn".into(),
+            Self::Supervise(_) => "supervise".into(),
+            Self::Audit(_) => "audit.write".into(),
+        }
+    }
+
+    /// The gRPC status a caller gets; `request_id` is appended for correlation with the logs.
+    pub fn status(&self, request_id: &str) -> Status {
+        let (code, message) = match self {
+            Self::UnknownTool { .. } => (Code::NotFound, self.to_string()),
+            Self::Command(_) | Self::WrongProgram { .. } | Self::BadRequest(_) => {
+                (Code::InvalidArgument, self.to_string())
+            }
+            Self::ArgumentDenied { .. } | Self::EnvDenied { .. } => {
+                (Code::PermissionDenied, self.to_string())
+            }
+            Self::Draining => (Code::Unavailable, self.to_string()),
+            Self::Sandbox(sandbox::Error::LandlockUnavailable(_)) => (
+                Code::FailedPrecondition,
+                "this host's kernel lacks landlock, which the tool's sandbox requires; the tool cannot run here".to_owned(),
+            ),
+            Self::Audit(_) => (
+                Code::Unavailable,
+                "the daemon cannot write its audit log, so it runs nothing; retry later".to_owned(),
+            ),
+            Self::Policy(_) | Self::Sandbox(_) | Self::Supervise(_) => (
+                Code::Internal,
+                "the tool could not be run because of a problem on the daemon's host; its log has the details".to_owned(),
+            ),
+        };
+        Status::new(code, format!("{message} [request {request_id}]"))
+    }
+}

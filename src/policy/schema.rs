@@ -1,0 +1,198 @@
+//! The policy file format as written by ops: serde structures, one per TOML table.
+//!
+//! Every table denies unknown keys, so a typo is an error with its line and column rather than
+//! a silently ignored rule. Values that need checking beyond their type keep their span
+//! (`Spanned`) so [`super::compile`] can point at them.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// One policy file: a set of tools.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// Tools by name: `[tool.NAME]`.
+    #[serde(default)]
+    pub tool: BTreeMap<Spanned<String>, ToolSpec>,
+}
+
+/// `[tool.NAME]`: one tool.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSpec {
+    /// What the tool does, shown to callers.
+    #[serde(default)]
+    pub description: String,
+    /// Absolute path of the program; `${var}` placeholders allowed.
+    pub program: Spanned<String>,
+    /// Fixed arguments placed before the caller's.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Working directory; `${var}` placeholders allowed. Default `/`.
+    pub cwd: Option<Spanned<String>>,
+    /// Time limit, e.g. `"30s"`. Default 30 s.
+    pub timeout: Option<Spanned<String>>,
+    /// Cap on each of stdout and stderr, e.g. `"1MiB"` or a number of bytes. Default 1 MiB.
+    pub max_output: Option<Spanned<ByteSize>>,
+    /// Argument rules.
+    #[serde(default)]
+    pub arguments: ArgumentsSpec,
+    /// Environment rules.
+    #[serde(default)]
+    pub env: EnvSpec,
+    /// Sandbox settings.
+    #[serde(default)]
+    pub sandbox: SandboxSpec,
+    /// Examples checked at load.
+    #[serde(default)]
+    pub examples: ExamplesSpec,
+}
+
+/// `[tool.NAME.arguments]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArgumentsSpec {
+    /// Most arguments a request may give.
+    pub max_count: Option<usize>,
+    /// Longest argument in bytes.
+    pub max_length: Option<usize>,
+    /// The only flags allowed, when given.
+    pub allow_flags: Option<Vec<String>>,
+    /// Flags always refused.
+    #[serde(default)]
+    pub deny_flags: Vec<String>,
+    /// Flags that take a value.
+    #[serde(default)]
+    pub flags_with_value: Vec<String>,
+    /// Regular expressions no argument may match.
+    #[serde(default)]
+    pub deny_patterns: Vec<Spanned<String>>,
+    /// Regular expressions each positional argument must match one of, when given.
+    pub positional: Option<Vec<Spanned<String>>>,
+    /// What positional arguments are, in words.
+    pub positional_help: Option<String>,
+    /// Whether `--` ends the options. Default true.
+    pub end_of_options: Option<bool>,
+}
+
+/// `[tool.NAME.env]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvSpec {
+    /// Names a request may set.
+    #[serde(default)]
+    pub allow: Vec<Spanned<String>>,
+    /// Fixed variables, always set (a request cannot override them).
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+}
+
+/// `[tool.NAME.sandbox]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSpec {
+    /// Paths readable (and executable) beneath.
+    #[serde(default)]
+    pub read: Vec<Spanned<String>>,
+    /// Paths readable and writable beneath.
+    #[serde(default)]
+    pub write: Vec<Spanned<String>>,
+    /// Whether the system's library and program directories are readable. Default true.
+    pub system_paths: Option<bool>,
+    /// `"none"` (default) or `"allow"`.
+    pub network: Option<Spanned<String>>,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: LimitsSpec,
+}
+
+/// `[tool.NAME.sandbox.limits]`: rlimits applied to the tool.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Address space (RLIMIT_AS).
+    pub memory: Option<ByteSize>,
+    /// Processes of the tool's user (RLIMIT_NPROC).
+    pub processes: Option<u64>,
+    /// CPU time (RLIMIT_CPU), e.g. `"10s"`.
+    pub cpu_time: Option<Spanned<String>>,
+    /// Open files (RLIMIT_NOFILE). Default 1024.
+    pub open_files: Option<u64>,
+    /// Largest file the tool may write (RLIMIT_FSIZE).
+    pub file_size: Option<ByteSize>,
+}
+
+/// `[tool.NAME.examples]`: command lines (the arguments after the program, quoted as in a
+/// `command`) that must be allowed and must be refused; checked whenever the policy loads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExamplesSpec {
+    /// Argument lines the rules must allow.
+    #[serde(default)]
+    pub allow: Vec<Spanned<String>>,
+    /// Argument lines the rules must refuse.
+    #[serde(default)]
+    pub deny: Vec<Spanned<String>>,
+}
+
+/// A size in bytes, written as a number or a string with a unit (`"64KiB"`, `"1MiB"`, `"2G"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(n) => Ok(Self(n)),
+            Raw::Text(text) => parse_byte_size(&text)
+                .map(Self)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Parses `"512"`, `"64KiB"`, `"64K"`, `"1MiB"`, `"1.5GiB"`: binary units (K = KiB).
+pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KB" | "KiB" => 1 << 10,
+        "M" | "MB" | "MiB" => 1 << 20,
+        "G" | "GB" | "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{text}`: use B, KiB, MiB or GiB"
+            ));
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size: write e.g. 65536, \"64KiB\" or \"1MiB\""))?;
+    Ok((value * scale as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_byte_size("512"), Ok(512));
+        assert_eq!(parse_byte_size("64KiB"), Ok(65536));
+        assert_eq!(parse_byte_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_byte_size("1.5 GiB"), Ok(3 << 29));
+        assert!(parse_byte_size("12 parsecs").unwrap_err().contains("unit"));
+        assert!(parse_byte_size("lots").is_err());
+    }
+}
