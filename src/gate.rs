@@ -167,68 +167,28 @@ impl Gate {
         record.argv = Some(admitted.argv.clone());
 
         let cancel = self.stop.child_token();
-        // Dropping this request future (the caller went away) cancels the run.
+        // Dropping this request future (the caller went away) cancels the run; the run's task
+        // still kills, reaps and writes the record, because it does not depend on this future.
         let guard = cancel.clone().drop_guard();
-        let run = self.runs.spawn(run(admitted, cancel, events));
+        let audit = Arc::clone(&self.audit);
+        let run = self.runs.spawn(async move {
+            let result = run(admitted, cancel, events).await;
+            finish(&audit, record, result)
+        });
         let result = run.await.unwrap_or_else(|join| {
-            Err(Error::Supervise(supervise::Error::Wait(
-                std::io::Error::other(join.to_string()),
-            )))
+            Err(Refusal {
+                request_id: request_id.clone(),
+                error: Error::Supervise(supervise::Error::Wait(std::io::Error::other(
+                    join.to_string(),
+                ))),
+            })
         });
         guard.disarm();
-        match result {
-            Ok(outcome) => {
-                record.time = audit::now();
-                record.decision = Decision::Allowed;
-                record.rule = "policy".to_owned();
-                record.outcome = Some(OutcomeRecord::from(&outcome));
-                tracing::info!(
-                    request_id,
-                    tool = record.tool,
-                    status = ?outcome.status,
-                    timed_out = outcome.timed_out,
-                    cancelled = outcome.cancelled,
-                    wall_ms = outcome.wall_time.as_millis() as u64,
-                    "invocation finished"
-                );
-                match self.audit.append(&record) {
-                    Ok(()) => Ok(Execution {
-                        request_id,
-                        outcome,
-                    }),
-                    Err(e) => {
-                        tracing::error!(request_id, error = %e, "audit record lost");
-                        Err(Refusal {
-                            request_id,
-                            error: e.into(),
-                        })
-                    }
-                }
-            }
-            Err(error) => Err(self.refuse(record, error)),
-        }
+        result
     }
 
-    /// Records and logs a refusal.
-    fn refuse(&self, mut record: Record, error: Error) -> Refusal {
-        record.time = audit::now();
-        record.rule = error.rule();
-        record.message = Some(error.to_string());
-        tracing::warn!(
-            request_id = record.request_id,
-            tool = record.tool,
-            caller = %record.caller,
-            rule = record.rule,
-            error = %error,
-            "invocation refused"
-        );
-        if let Err(e) = self.audit.append(&record) {
-            tracing::error!(request_id = record.request_id, error = %e, "audit record lost");
-        }
-        Refusal {
-            request_id: record.request_id,
-            error,
-        }
+    fn refuse(&self, record: Record, error: Error) -> Refusal {
+        refuse(&self.audit, record, error)
     }
 
     /// Every check before anything runs: tool, command, arguments, environment, limits.
@@ -318,6 +278,67 @@ impl Gate {
             timeout,
             stdin: invocation.stdin,
         })
+    }
+}
+
+/// Writes the record of a run that ended (or failed to start) and gives the caller's answer.
+fn finish(
+    audit: &AuditLog,
+    mut record: Record,
+    result: Result<Outcome, Error>,
+) -> Result<Execution, Refusal> {
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(error) => return Err(refuse(audit, record, error)),
+    };
+    record.time = audit::now();
+    record.decision = Decision::Allowed;
+    record.rule = "policy".to_owned();
+    record.outcome = Some(OutcomeRecord::from(&outcome));
+    tracing::info!(
+        request_id = record.request_id,
+        tool = record.tool,
+        status = ?outcome.status,
+        timed_out = outcome.timed_out,
+        cancelled = outcome.cancelled,
+        wall_ms = outcome.wall_time.as_millis() as u64,
+        "invocation finished"
+    );
+    let request_id = record.request_id.clone();
+    match audit.append(&record) {
+        Ok(()) => Ok(Execution {
+            request_id,
+            outcome,
+        }),
+        Err(e) => {
+            tracing::error!(request_id, error = %e, "audit record lost");
+            Err(Refusal {
+                request_id,
+                error: e.into(),
+            })
+        }
+    }
+}
+
+/// Records and logs a refusal.
+fn refuse(audit: &AuditLog, mut record: Record, error: Error) -> Refusal {
+    record.time = audit::now();
+    record.rule = error.rule();
+    record.message = Some(error.to_string());
+    tracing::warn!(
+        request_id = record.request_id,
+        tool = record.tool,
+        caller = %record.caller,
+        rule = record.rule,
+        error = %error,
+        "invocation refused"
+    );
+    if let Err(e) = audit.append(&record) {
+        tracing::error!(request_id = record.request_id, error = %e, "audit record lost");
+    }
+    Refusal {
+        request_id: record.request_id,
+        error,
     }
 }
 

@@ -1,0 +1,144 @@
+//! The daemon over time: draining on SIGTERM, cancellation by the caller, deadlines.
+
+use std::time::Duration;
+
+use tonic::Code;
+
+use super::*;
+
+/// Waits for the `Started` event of a streamed call and returns the rest of the stream.
+async fn start_streaming(
+    daemon: &Daemon,
+    args: &[&str],
+    id: &str,
+) -> tonic::Streaming<pb::ExecuteEvent> {
+    let mut client = daemon.client().await;
+    let mut stream = client
+        .execute_stream(args_request("probe", args, id))
+        .await
+        .expect("stream starts")
+        .into_inner();
+    let first = stream
+        .message()
+        .await
+        .expect("first event")
+        .expect("an event");
+    assert!(
+        matches!(first.event, Some(pb::execute_event::Event::Started(ref s)) if s.request_id == id),
+        "first event: {first:?}"
+    );
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_the_call_in_flight_then_exits_zero() {
+    let mut daemon = Daemon::start(PROBE_TOOL);
+    let mut stream = start_streaming(&daemon, &["sleep", "1"], "drain-1").await;
+    daemon.signal(libc::SIGTERM);
+    let mut exited = None;
+    while let Some(event) = stream
+        .message()
+        .await
+        .expect("stream continues during drain")
+    {
+        if let Some(pb::execute_event::Event::Exited(result)) = event.event {
+            exited = Some(result);
+        }
+    }
+    let result = exited.expect("the call in flight finished");
+    assert_eq!(exit_code(&result), 0);
+    assert!(!result.timed_out);
+    let status = daemon.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "daemon exit: {status}\n{}", daemon.log());
+    assert_eq!(daemon.record("drain-1")["outcome"]["cancelled"], false);
+    assert!(!daemon.socket.exists(), "socket file removed at exit");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drain_timeout_kills_what_is_left_and_records_it() {
+    let mut daemon = Daemon::start_with(PROBE_TOOL, "drain_timeout = \"500ms\"");
+    let mut stream = start_streaming(&daemon, &["sleep", "30"], "drain-kill").await;
+    daemon.signal(libc::SIGTERM);
+    let status = daemon.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "daemon exit: {status}\n{}", daemon.log());
+    // The stream ends one way or the other; what matters is the record.
+    while let Ok(Some(_)) = stream.message().await {}
+    let record = daemon.record("drain-kill");
+    assert_eq!(record["outcome"]["cancelled"], true);
+    assert_eq!(record["outcome"]["signal"], libc::SIGKILL);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn caller_going_away_kills_the_process_tree() {
+    let daemon = Daemon::start(PROBE_TOOL);
+    let mut stream = start_streaming(&daemon, &["fork-grandchild"], "cancel-1").await;
+    let mut seen = String::new();
+    while !(seen.contains("grandchild=") && seen.contains("child=")) {
+        match stream
+            .message()
+            .await
+            .expect("event")
+            .expect("not ended")
+            .event
+        {
+            Some(pb::execute_event::Event::Stdout(bytes)) => seen.push_str(&text(&bytes)),
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    let pids = fields(&seen);
+    let child: i32 = pids["child"].parse().expect("pid");
+    let grandchild: i32 = pids["grandchild"].parse().expect("pid");
+    assert!(alive(child) && alive(grandchild));
+    drop(stream);
+    assert!(
+        wait_gone(child, Duration::from_secs(5)),
+        "child survived cancellation"
+    );
+    assert!(
+        wait_gone(grandchild, Duration::from_secs(5)),
+        "grandchild survived cancellation"
+    );
+    let record = daemon.record("cancel-1");
+    assert_eq!(record["outcome"]["cancelled"], true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_grpc_deadline_kills_the_tool() {
+    let daemon = Daemon::start(PROBE_TOOL);
+    let mut client = daemon.client().await;
+    let mut request =
+        tonic::Request::new(args_request("probe", &["fork-grandchild"], "deadline-1"));
+    request.set_timeout(Duration::from_millis(700));
+    let status = client.execute(request).await.expect_err("deadline passes");
+    assert!(
+        matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{status:?}"
+    );
+    let record = daemon.record("deadline-1");
+    assert_eq!(record["outcome"]["cancelled"], true);
+    let output = record["outcome"]["stdout_bytes"].as_u64().expect("bytes");
+    assert!(output > 0, "the probe printed its pids before the deadline");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streamed_output_arrives_in_order_between_started_and_exited() {
+    let daemon = Daemon::start(PROBE_TOOL);
+    let mut stream = start_streaming(&daemon, &["spew", "200000"], "stream-1").await;
+    let mut bytes = 0;
+    let mut exited = None;
+    while let Some(event) = stream.message().await.expect("event") {
+        match event.event {
+            Some(pb::execute_event::Event::Stdout(chunk)) => {
+                assert!(exited.is_none(), "output after exit");
+                bytes += chunk.len();
+            }
+            Some(pb::execute_event::Event::Exited(result)) => exited = Some(result),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let result = exited.expect("exited event");
+    // The probe tool's cap is 64 KiB; streaming honours it too.
+    assert_eq!(bytes, 64 * 1024);
+    assert!(result.stdout_truncated && result.stdout.is_empty());
+    assert_eq!(exit_code(&result), 0);
+}

@@ -1,0 +1,286 @@
+//! The harness: start a daemon with a policy written by the test, call it, read its audit log.
+
+mod cli;
+mod escape;
+mod invocation;
+mod lifecycle;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use tonic::transport::Channel;
+use toolgate::api::pb::{self, tool_gate_client::ToolGateClient};
+
+/// The test-only attack program (see tests/probe/main.rs).
+pub const PROBE: &str = env!("CARGO_BIN_EXE_toolgate-probe");
+/// The daemon binary.
+pub const TOOLGATE: &str = env!("CARGO_BIN_EXE_toolgate");
+
+/// A daemon running on a temporary directory: socket, config, policies, audit log, and a
+/// workspace (`${work}`) next to a directory the policies never grant (`${outside}`).
+pub struct Daemon {
+    process: Child,
+    pub dir: TempDir,
+    pub socket: PathBuf,
+    pub audit: PathBuf,
+    pub work: PathBuf,
+    pub outside: PathBuf,
+}
+
+/// Policy placeholders every test policy may use: `${probe}`, `${work}`, `${outside}`.
+pub const PROBE_TOOL: &str = r#"
+[tool.probe]
+description = "the escape probe"
+program = "${probe}"
+cwd = "${work}"
+timeout = "20s"
+max_output = "64KiB"
+[tool.probe.env]
+allow = ["PROBE_ALLOWED"]
+set = { FIXED = "1" }
+[tool.probe.sandbox]
+read = ["${work}", "/proc"]
+write = ["${work}"]
+[tool.probe.sandbox.limits]
+memory = "512MiB"
+cpu_time = "10s"
+"#;
+
+impl Daemon {
+    /// Starts a daemon with `policy` as its only policy file and waits until it accepts calls.
+    pub fn start(policy: &str) -> Self {
+        Self::start_with(policy, "")
+    }
+
+    /// Like [`Daemon::start`], with extra top-level config lines.
+    pub fn start_with(policy: &str, config_extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().canonicalize().expect("canonical temp dir");
+        let work = root.join("work");
+        let outside = root.join("outside");
+        let policies = root.join("policies");
+        for d in [&work, &outside, &policies] {
+            std::fs::create_dir(d).expect("mkdir");
+        }
+        std::fs::write(policies.join("test.toml"), policy).expect("write policy");
+        let socket = root.join("toolgate.sock");
+        let audit = root.join("audit.jsonl");
+        let config = root.join("toolgate.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "socket = {socket:?}\npolicy_dir = {policies:?}\naudit_log = {audit:?}\n{config_extra}\n\
+                 [policy_vars]\nprobe = {PROBE:?}\nwork = {work:?}\noutside = {outside:?}\n"
+            ),
+        )
+        .expect("write config");
+        let log = std::fs::File::create(root.join("daemon.log")).expect("log file");
+        let process = Command::new(TOOLGATE)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("TOOLGATE_TEST_SECRET", "daemon-only")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("start toolgate serve");
+        let mut daemon = Self {
+            process,
+            dir,
+            socket,
+            audit,
+            work,
+            outside,
+        };
+        daemon.wait_ready();
+        daemon
+    }
+
+    fn wait_ready(&mut self) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(status)) = self.process.try_wait() {
+                panic!("daemon exited with {status} during start:\n{}", self.log());
+            }
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("daemon did not listen within 20 s:\n{}", self.log());
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// A gRPC client on the daemon's socket.
+    pub async fn client(&self) -> ToolGateClient<Channel> {
+        toolgate::client::connect_unix(&self.socket)
+            .await
+            .expect("connect to daemon")
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> i32 {
+        self.process.id() as i32
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid(), signal) };
+    }
+
+    /// Waits for the daemon to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.process.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "daemon still running after {limit:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every audit record so far.
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+            .collect()
+    }
+
+    /// The single audit record of `request_id` (waits briefly: records of cancelled runs are
+    /// written after the caller has gone).
+    pub fn record(&self, request_id: &str) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let matching: Vec<_> = self
+                .audit_records()
+                .into_iter()
+                .filter(|r| r["request_id"] == request_id)
+                .collect();
+            match matching.len() {
+                1 => return matching.into_iter().next().expect("one record"),
+                0 if start.elapsed() < Duration::from_secs(5) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                n => panic!("{n} audit records for {request_id}:\n{matching:#?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// A request with `args`.
+pub fn args_request(tool: &str, args: &[&str], request_id: &str) -> pb::ExecuteRequest {
+    pb::ExecuteRequest {
+        tool: tool.to_owned(),
+        invocation: Some(pb::execute_request::Invocation::Args(pb::ArgumentList {
+            values: args.iter().map(|a| a.to_string()).collect(),
+        })),
+        request_id: request_id.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// A request with one `command` line.
+pub fn command_request(tool: &str, line: &str, request_id: &str) -> pb::ExecuteRequest {
+    pb::ExecuteRequest {
+        tool: tool.to_owned(),
+        invocation: Some(pb::execute_request::Invocation::Command(line.to_owned())),
+        request_id: request_id.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// Runs the probe directly, outside any sandbox: the control of every denial test.
+pub fn probe_outside(args: &[&str]) -> std::process::Output {
+    Command::new(PROBE)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run probe outside the sandbox")
+}
+
+/// The exit code of a result (panics on a signal).
+pub fn exit_code(result: &pb::ExecuteResult) -> i32 {
+    match result.termination {
+        Some(pb::execute_result::Termination::ExitCode(code)) => code,
+        other => panic!(
+            "expected an exit code, got {other:?}: {}",
+            text(&result.stderr)
+        ),
+    }
+}
+
+/// Bytes as text, for assertions and messages.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Parses `key=value` lines printed by the probe.
+pub fn fields(output: &str) -> HashMap<String, String> {
+    output
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Whether `pid` is a live process (a zombie counts as gone: it runs nothing).
+pub fn alive(pid: i32) -> bool {
+    let mut stat = String::new();
+    match std::fs::File::open(format!("/proc/{pid}/stat")) {
+        Ok(mut f) => {
+            let _ = f.read_to_string(&mut stat);
+        }
+        Err(_) => return false,
+    }
+    // The state follows the parenthesised command name.
+    let state = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some(Some('Z')) | Some(Some('X')) | None)
+}
+
+/// Polls until `pid` is gone, up to `limit`.
+pub fn wait_gone(pid: i32, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if !alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    !alive(pid)
+}
+
+/// Kills a process the test made outside the sandbox.
+pub fn kill(pid: i32) {
+    // SAFETY: kill(2) with a pid this test created.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// Where the test is in `Path` form, for messages.
+pub fn show(path: &Path) -> String {
+    path.display().to_string()
+}
