@@ -87,7 +87,7 @@ impl Error {
             Self::BadRequest(_) => "request".into(),
             Self::Draining => "daemon.draining".into(),
             Self::Policy(_) => "policy.load".into(),
-            Self::Sandbox(sandbox::Error::LandlockUnavailable(_)) => "sandbox.landlock".into(),
+            Self::Sandbox(sandbox::Error::Unsupported(_)) => "sandbox.unsupported".into(),
             Self::Sandbox(_) => "sandbox.spawn".into(),
             Self::Supervise(_) => "supervise".into(),
             Self::Audit(_) => "audit.write".into(),
@@ -105,9 +105,9 @@ impl Error {
                 (Code::PermissionDenied, self.to_string())
             }
             Self::Draining => (Code::Unavailable, self.to_string()),
-            Self::Sandbox(sandbox::Error::LandlockUnavailable(_)) => (
+            Self::Sandbox(sandbox::Error::Unsupported(reason)) => (
                 Code::FailedPrecondition,
-                "this host's kernel lacks landlock, which the tool's sandbox requires; the tool cannot run here".to_owned(),
+                format!("this host cannot give the isolation the tool's policy requires ({reason}); the tool cannot run here"),
             ),
             Self::Audit(_) => (
                 Code::Unavailable,

@@ -24,7 +24,7 @@ use crate::auth::Caller;
 use crate::command::{self, Argv};
 use crate::error::Error;
 use crate::policy::{PolicySet, Tool};
-use crate::sandbox::{self, Plan};
+use crate::sandbox::{self, Host, Plan};
 use crate::supervise::{self, Event, Outcome, Supervision};
 
 /// Size limits on requests, from the daemon's config.
@@ -94,6 +94,7 @@ struct Admitted {
 
 /// The invocation pipeline shared by all connections.
 pub struct Gate {
+    host: Arc<Host>,
     policy: Arc<PolicySet>,
     audit: Arc<AuditLog>,
     limits: RequestLimits,
@@ -103,9 +104,10 @@ pub struct Gate {
 }
 
 impl Gate {
-    /// A gate over `policy` writing to `audit`.
-    pub fn new(policy: PolicySet, audit: AuditLog, limits: RequestLimits) -> Self {
+    /// A gate over `policy` writing to `audit`, running sandboxes on `host`.
+    pub fn new(host: Host, policy: PolicySet, audit: AuditLog, limits: RequestLimits) -> Self {
         Self {
+            host: Arc::new(host),
             policy: Arc::new(policy),
             audit: Arc::new(audit),
             limits,
@@ -171,8 +173,9 @@ impl Gate {
         // still kills, reaps and writes the record, because it does not depend on this future.
         let guard = cancel.clone().drop_guard();
         let audit = Arc::clone(&self.audit);
+        let host = Arc::clone(&self.host);
         let run = self.runs.spawn(async move {
-            let result = run(admitted, cancel, events).await;
+            let result = run(&host, admitted, cancel, events).await;
             finish(&audit, record, result)
         });
         let result = run.await.unwrap_or_else(|join| {
@@ -344,6 +347,7 @@ fn refuse(audit: &AuditLog, mut record: Record, error: Error) -> Refusal {
 
 /// Spawns and supervises an admitted request.
 async fn run(
+    host: &Host,
     admitted: Admitted,
     cancel: CancellationToken,
     events: Option<mpsc::Sender<Event>>,
@@ -355,9 +359,10 @@ async fn run(
         &admitted.env,
         &tool.cwd,
         &tool.sandbox,
+        host,
     )?;
     let deadline = Instant::now() + admitted.timeout;
-    let child = sandbox::spawn(&plan).await?;
+    let child = sandbox::spawn(&plan, host).await?;
     if let Some(events) = &events {
         // A caller that is already gone is noticed by the cancellation token.
         let _ = events

@@ -31,6 +31,8 @@ pub struct Config {
     pub limits: RequestLimits,
     /// Values for `${name}` placeholders in policies.
     pub policy_vars: Vars,
+    /// The user tools run as when the daemon is root and their policy names none.
+    pub run_as: String,
 }
 
 impl Default for Config {
@@ -46,6 +48,7 @@ impl Default for Config {
                 max_stdin_bytes: 1 << 20,
             },
             policy_vars: Vars::new(),
+            run_as: "nobody".to_owned(),
         }
     }
 }
@@ -60,6 +63,7 @@ struct ConfigFile {
     drain_timeout: Option<String>,
     max_command_bytes: Option<usize>,
     max_stdin_bytes: Option<usize>,
+    run_as: Option<String>,
     #[serde(default)]
     policy_vars: BTreeMap<String, PathBuf>,
 }
@@ -126,6 +130,9 @@ impl Config {
         }
         if let Some(n) = file.max_command_bytes {
             config.limits.max_command_bytes = n;
+        }
+        if let Some(user) = file.run_as {
+            config.run_as = user;
         }
         if let Some(n) = file.max_stdin_bytes {
             config.limits.max_stdin_bytes = n;

@@ -24,7 +24,7 @@ use crate::api::Service;
 use crate::audit::AuditLog;
 use crate::gate::Gate;
 use crate::policy::PolicySet;
-use crate::sandbox;
+use crate::sandbox::{self, Host};
 
 /// How long runs killed at the end of a drain get to write their records.
 const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -41,6 +41,12 @@ pub enum Error {
     /// The audit log cannot be opened.
     #[error(transparent)]
     Audit(#[from] crate::audit::Error),
+    /// The sandbox host cannot be prepared.
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::Error),
+    /// The configured `run_as` user is unusable.
+    #[error("run_as: {0}")]
+    RunAs(String),
     /// A listener could not be set up.
     #[error("cannot listen on {address}: {source}")]
     Listen {
@@ -71,10 +77,7 @@ pub async fn serve(config: Config) -> Result<(), Error> {
     }
     let audit = AuditLog::open(&config.audit_log)?;
     tracing::info!(path = %config.audit_log.display(), "audit log open");
-    match sandbox::landlock_abi() {
-        Some(abi) => tracing::info!(landlock_abi = abi, "sandbox features"),
-        None => tracing::error!("landlock is unavailable: every invocation will be refused"),
-    }
+    let host = prepare_host(&config)?;
 
     let unix = bind_unix(&config.socket)?;
     let tcp = match config.listen {
@@ -96,7 +99,7 @@ pub async fn serve(config: Config) -> Result<(), Error> {
 
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
-    let gate = Arc::new(Gate::new(policy, audit, config.limits));
+    let gate = Arc::new(Gate::new(host, policy, audit, config.limits));
     let result = run(unix, tcp, Arc::clone(&gate), shutdown, config.drain_timeout).await;
     let _ = std::fs::remove_file(&config.socket);
     result
@@ -170,6 +173,21 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Prepares the sandbox host next to the socket and logs what isolation it gives.
+pub fn prepare_host(config: &Config) -> Result<Host, Error> {
+    let run_as = crate::policy::lookup_user(&config.run_as).map_err(Error::RunAs)?;
+    let staging = config
+        .socket
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("sandbox-root");
+    let host = Host::prepare(&staging, run_as)?;
+    for (feature, state) in host.features() {
+        tracing::info!(feature, state, "sandbox");
+    }
+    Ok(host)
 }
 
 fn spawn_signal_handler(shutdown: CancellationToken) -> Result<(), Error> {

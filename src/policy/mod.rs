@@ -22,13 +22,14 @@ use toml::Spanned;
 
 use crate::command::rules::{ArgRules, Pattern};
 use crate::command::{self, Position};
-use crate::sandbox::{self, Limits, Network, Profile};
+use crate::sandbox::{self, Limits, Network, Profile, TcpPorts};
 
 pub use schema::parse_byte_size;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_OUTPUT: u64 = 1 << 20;
 const DEFAULT_OPEN_FILES: u64 = 1024;
+const DEFAULT_TMP_SIZE: u64 = 64 << 20;
 
 /// Values for `${name}` placeholders in policy paths.
 pub type Vars = BTreeMap<String, String>;
@@ -221,7 +222,7 @@ fn compile(
     if !problems.is_empty() {
         return Err(problems);
     }
-    let sandbox = Profile::compile(&sandbox_spec, &program)
+    let sandbox = Profile::compile(&sandbox_spec, &program, &cwd)
         .map_err(|e| vec![(spec.program.span(), format!("sandbox: {e}"))])?;
     Ok(Tool {
         name: name.to_owned(),
@@ -322,9 +323,19 @@ fn compile_sandbox(
         list.iter()
             .filter_map(|p| {
                 let path = expand(p, vars).and_then(|path| {
-                    path.symlink_metadata()
-                        .map(|_| path.clone())
-                        .map_err(|e| format!("`{}` cannot be used: {e}", path.display()))
+                    let real = path
+                        .canonicalize()
+                        .map_err(|e| format!("`{}` cannot be used: {e}", path.display()))?;
+                    if real == Path::new("/") {
+                        return Err("`/` would hide the sandbox's own /proc, /dev and /tmp: name the directories the tool needs".to_owned());
+                    }
+                    if real.starts_with("/proc") || real.starts_with("/dev") {
+                        return Err(format!(
+                            "`{}`: the sandbox has its own /proc (of the tool's processes) and /dev (null, zero, full, random, urandom); host ones cannot be added",
+                            real.display()
+                        ));
+                    }
+                    Ok(real)
                 });
                 record(problems, p.span(), path)
             })
@@ -332,13 +343,30 @@ fn compile_sandbox(
     };
     let read = paths(&spec.read);
     let write = paths(&spec.write);
+    let ports = TcpPorts {
+        connect: spec.tcp_connect.as_ref().map(|p| p.get_ref().clone()),
+        bind: spec.tcp_bind.as_ref().map(|p| p.get_ref().clone()),
+    };
     let network = match spec
         .network
         .as_ref()
         .map(|n| (n.get_ref().as_str(), n.span()))
     {
-        None | Some(("none", _)) => Network::None,
-        Some(("allow", _)) => Network::Allow,
+        None | Some(("none", _)) => {
+            if let Some(span) = spec
+                .tcp_connect
+                .as_ref()
+                .map(Spanned::span)
+                .or_else(|| spec.tcp_bind.as_ref().map(Spanned::span))
+            {
+                problems.push((
+                    span,
+                    "TCP port lists need network = \"allow\" (with \"none\" the tool has no network)".to_owned(),
+                ));
+            }
+            Network::None
+        }
+        Some(("allow", _)) => Network::Allow(ports),
         Some((other, span)) => {
             problems.push((
                 span,
@@ -351,6 +379,22 @@ fn compile_sandbox(
         Some(t) => Some(record(problems, t.span(), parse_duration(t.get_ref()))?),
         None => None,
     };
+    let cpus = match &spec.limits.cpus {
+        Some(c) if !(*c.get_ref() > 0.0 && c.get_ref().is_finite()) => {
+            problems.push((
+                c.span(),
+                "cpus must be a positive number of cores, like 0.5 or 2".to_owned(),
+            ));
+            return None;
+        }
+        Some(c) => Some(*c.get_ref()),
+        None => None,
+    };
+    let run_as = match &spec.run_as {
+        Some(user) => Some(record(problems, user.span(), lookup_user(user.get_ref()))?),
+        None => None,
+    };
+    let min_landlock_abi = spec.min_landlock_abi.as_ref().map(|a| *a.get_ref());
     Some(sandbox::Spec {
         read,
         write,
@@ -360,10 +404,41 @@ fn compile_sandbox(
             memory: spec.limits.memory.map(|b| b.0),
             processes: spec.limits.processes,
             cpu_time,
+            cpus,
             open_files: spec.limits.open_files.unwrap_or(DEFAULT_OPEN_FILES),
             file_size: spec.limits.file_size.map(|b| b.0),
+            tmp_size: spec.limits.tmp_size.map_or(DEFAULT_TMP_SIZE, |b| b.0),
         },
+        run_as,
+        min_landlock_abi,
     })
+}
+
+/// Resolves a user name (or numeric uid) to its uid and primary gid from `/etc/passwd`.
+pub fn lookup_user(name: &str) -> Result<(u32, u32), String> {
+    let passwd = std::fs::read_to_string("/etc/passwd")
+        .map_err(|e| format!("cannot read /etc/passwd to resolve `{name}`: {e}"))?;
+    for line in passwd.lines() {
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.len() < 4 {
+            continue;
+        }
+        if fields[0] == name || fields[2] == name {
+            let uid = fields[2]
+                .parse()
+                .map_err(|_| format!("bad uid for `{name}` in /etc/passwd"))?;
+            let gid = fields[3]
+                .parse()
+                .map_err(|_| format!("bad gid for `{name}` in /etc/passwd"))?;
+            if uid == 0 {
+                return Err(format!(
+                    "`{name}` is root: tools never run as root; name an unprivileged user"
+                ));
+            }
+            return Ok((uid, gid));
+        }
+    }
+    Err(format!("no user `{name}` in /etc/passwd"))
 }
 
 /// Every `allow` example must pass the rules and every `deny` example must be refused.

@@ -103,6 +103,14 @@ pub struct SandboxSpec {
     pub system_paths: Option<bool>,
     /// `"none"` (default) or `"allow"`.
     pub network: Option<Spanned<String>>,
+    /// With `network = "allow"`: the only TCP ports the tool may connect to.
+    pub tcp_connect: Option<Spanned<Vec<u16>>>,
+    /// With `network = "allow"`: the only TCP ports the tool may bind.
+    pub tcp_bind: Option<Spanned<Vec<u16>>>,
+    /// User (name or numeric uid) the tool runs as when the daemon is root.
+    pub run_as: Option<Spanned<String>>,
+    /// The lowest landlock ABI the tool may run under; below it, invocations are refused.
+    pub min_landlock_abi: Option<Spanned<i32>>,
     /// Resource limits.
     #[serde(default)]
     pub limits: LimitsSpec,
@@ -122,6 +130,10 @@ pub struct LimitsSpec {
     pub open_files: Option<u64>,
     /// Largest file the tool may write (RLIMIT_FSIZE).
     pub file_size: Option<ByteSize>,
+    /// CPU bandwidth in cores, e.g. `0.5` (cgroup).
+    pub cpus: Option<Spanned<f64>>,
+    /// Size of the tool's private `/tmp`. Default 64 MiB.
+    pub tmp_size: Option<ByteSize>,
 }
 
 /// `[tool.NAME.examples]`: command lines (the arguments after the program, quoted as in a

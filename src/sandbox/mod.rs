@@ -1,98 +1,149 @@
-//! The sandbox an invocation runs in, prepared in the parent and applied by the child.
+//! The sandbox an invocation runs in: prepared in the parent, applied by the children.
 //!
-//! A tool's policy compiles once, at policy load, into a [`Profile`]: a landlock ruleset (held
-//! as a file descriptor, reused by every invocation), a seccomp BPF program and a list of
-//! rlimits. Each invocation then builds a [`Plan`] (program, arguments, environment, working
-//! directory as C strings) and [`spawn`]s it. The daemon is multi-threaded, so between clone and
-//! exec the child only makes raw syscalls with what the parent prepared: it allocates nothing
-//! and takes no lock. That code lives in `sys.rs`, the only `unsafe` code of the crate.
+//! Three layers of preparation keep the per-call work small:
+//! - [`Host`], once per daemon: what the kernel offers, whether the daemon is root, the pool of
+//!   empty network namespaces, the cgroup subtree and its pool of slots, the staging directory.
+//! - [`Profile`], once per tool at policy load: the mount plan of its filesystem view, its
+//!   landlock ruleset plan, its seccomp program, rlimits, cgroup limits and `run_as` identity.
+//! - [`Plan`], per call: program, arguments, environment and paths as C strings.
 //!
-//! The child, in order: starts its own session and process group (so the whole group can be
-//! killed), resets the signal state it inherited, puts its pipes on stdin/stdout/stderr and
-//! marks every other descriptor close-on-exec, changes directory, applies rlimits, sets
-//! `no_new_privs`, restricts itself with landlock, installs the seccomp filter and executes the
-//! program. Any failing step is reported to the parent through a close-on-exec pipe.
+//! [`spawn`] then leases a network namespace and a cgroup slot and clones the sandbox (see
+//! `sys.rs`, the only `unsafe` code of the crate, for what the children do). Isolation per call:
+//! new pid, mount, network (unless the policy allows the network), ipc, uts, cgroup and user
+//! namespaces; a minimal root of read-only binds with a private `/tmp` and `/proc`; the tool as
+//! an unprivileged user with no capabilities and locked securebits; `no_new_privs`; landlock;
+//! seccomp; rlimits; cgroup limits. When its init ends, every process of the sandbox is gone.
 //!
-//! Security assumptions: landlock is required; when the kernel lacks it the invocation is refused
-//! ([`Error::LandlockUnavailable`]), never run weaker. The seccomp filter is a deny list here
-//! (see `seccomp.rs`); namespaces, capability dropping and cgroups come on top of this later.
+//! Security assumptions: the kernel enforces what is asked or the invocation is refused, never
+//! run weaker — no landlock, a landlock ABI below the policy's `min_landlock_abi`, or a policy
+//! asking for a `run_as` user an unprivileged daemon cannot switch to are all refusals
+//! ([`Error::Unsupported`]).
 
+pub mod cgroup;
+mod mounts;
 mod ruleset;
 mod seccomp;
 mod sys;
 
 use std::ffi::CString;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use seccompiler::BpfProgram;
 
+pub use cgroup::{CgroupLimits, Cgroups};
+pub use ruleset::TcpPorts;
 pub use sys::{Child, ExitStatus, Usage, ensure_standard_fds, landlock_abi};
 
+use sys::{Identity, MountKind, MountOp};
+
 /// Whether a tool may use the network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Network {
-    /// No TCP (landlock) and no internet-family sockets (seccomp); Unix sockets remain.
+    /// Its own network namespace with only loopback, and no TCP (landlock) nor non-Unix
+    /// sockets (seccomp) even there.
     None,
-    /// Unrestricted.
-    Allow,
+    /// The host's network, TCP optionally limited to the listed ports.
+    Allow(TcpPorts),
 }
 
-/// Resource limits, applied as rlimits.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Resource limits.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Limits {
-    /// Address space in bytes (RLIMIT_AS).
+    /// Memory in bytes: the cgroup's limit and RLIMIT_AS.
     pub memory: Option<u64>,
-    /// Processes of the tool's user (RLIMIT_NPROC).
+    /// Processes: the cgroup's pids.max and RLIMIT_NPROC.
     pub processes: Option<u64>,
     /// CPU time (RLIMIT_CPU, whole seconds rounded up).
     pub cpu_time: Option<Duration>,
+    /// CPU bandwidth in cores (cgroup).
+    pub cpus: Option<f64>,
     /// Open files (RLIMIT_NOFILE).
     pub open_files: u64,
     /// Largest file written (RLIMIT_FSIZE).
     pub file_size: Option<u64>,
+    /// Size of the private `/tmp`.
+    pub tmp_size: u64,
 }
 
 /// The sandbox a tool's policy asks for, with paths already checked to exist.
 #[derive(Clone, Debug)]
 pub struct Spec {
-    /// Readable and executable beneath.
+    /// Readable beneath (canonical host paths).
     pub read: Vec<PathBuf>,
-    /// Readable and writable beneath.
+    /// Readable and writable beneath (canonical host paths).
     pub write: Vec<PathBuf>,
-    /// Whether the system's library and program directories are readable.
+    /// Whether the system's library and program directories are visible.
     pub system_paths: bool,
     /// Network access.
     pub network: Network,
     /// Resource limits.
     pub limits: Limits,
+    /// The user and group the tool runs as when the daemon is root.
+    pub run_as: Option<(u32, u32)>,
+    /// The lowest landlock ABI the tool may run under.
+    pub min_landlock_abi: Option<i32>,
 }
 
 /// A tool's sandbox compiled once at policy load and shared by all its invocations.
 #[derive(Debug)]
 pub struct Profile {
-    landlock: Result<OwnedFd, String>,
+    /// Why the tool cannot run on this kernel, if it cannot.
+    unsupported: Option<String>,
+    mounts: Vec<mounts::Step>,
+    ruleset: ruleset::RulesetPlan,
     seccomp: BpfProgram,
     rlimits: Vec<(u32, u64)>,
+    cgroup: CgroupLimits,
+    network_namespace: bool,
+    run_as: Option<(u32, u32)>,
 }
 
 impl Profile {
-    /// Builds the landlock ruleset and the seccomp program for `spec`.
-    ///
-    /// A kernel without landlock does not fail the load: the profile remembers why, and every
-    /// invocation of the tool is refused with that reason.
-    pub fn compile(spec: &Spec, program: &Path) -> Result<Self, Error> {
-        let landlock = match sys::landlock_abi() {
-            Some(abi) if abi >= 1 => Ok(ruleset::build(spec, program)?),
-            _ => Err("this kernel does not offer landlock (or it is disabled at boot)".to_owned()),
+    /// Compiles `spec` for a tool running `program` in `cwd`.
+    pub fn compile(spec: &Spec, program: &Path, cwd: &Path) -> Result<Self, Error> {
+        let abi = landlock_abi().unwrap_or(0);
+        let unsupported = match spec.min_landlock_abi {
+            _ if abi < 1 => {
+                Some("this kernel does not offer landlock (or it is disabled at boot)".to_owned())
+            }
+            Some(min) if abi < min => Some(format!(
+                "the policy requires landlock ABI {min}, this kernel offers {abi}"
+            )),
+            _ => None,
         };
-        let seccomp = seccomp::compile(spec.network).map_err(Error::Seccomp)?;
+        let tcp = match &spec.network {
+            Network::None => None,
+            Network::Allow(ports) => Some(ports),
+        };
+        let seccomp = seccomp::compile(match spec.network {
+            Network::None => Network::None,
+            Network::Allow(_) => Network::Allow(TcpPorts::default()),
+        })
+        .map_err(Error::Seccomp)?;
         Ok(Self {
-            landlock,
+            unsupported,
+            mounts: mounts::plan(&mounts::ViewSpec {
+                read: &spec.read,
+                write: &spec.write,
+                system_paths: spec.system_paths,
+                program,
+                cwd,
+                tmp_bytes: spec.limits.tmp_size,
+            }),
+            ruleset: ruleset::plan(abi, &spec.write, tcp),
             seccomp,
             rlimits: rlimits(&spec.limits),
+            cgroup: CgroupLimits {
+                memory: spec.limits.memory,
+                pids: spec.limits.processes,
+                cpus: spec.limits.cpus,
+            },
+            network_namespace: spec.network == Network::None,
+            run_as: spec.run_as,
         })
     }
 }
@@ -121,6 +172,168 @@ fn rlimits(limits: &Limits) -> Vec<(u32, u64)> {
     list
 }
 
+/// What the daemon's host offers, and the pools shared by all invocations.
+#[derive(Debug)]
+pub struct Host {
+    root: bool,
+    ids: (u32, u32),
+    default_run_as: (u32, u32),
+    staging: CString,
+    cap_last: u32,
+    landlock_abi: Option<i32>,
+    cgroups: Option<Arc<Cgroups>>,
+    networks: Option<Arc<NetworkPool>>,
+}
+
+impl Host {
+    /// Detects the kernel's features and prepares the pools. `staging` is an empty directory
+    /// the daemon owns (each sandbox mounts its root there, in its own mount namespace);
+    /// `default_run_as` is the user tools run as when the daemon is root and the policy names
+    /// none.
+    pub fn prepare(staging: &Path, default_run_as: (u32, u32)) -> Result<Self, Error> {
+        let setup = |what: &str| {
+            let what = what.to_owned();
+            move |e: std::io::Error| Error::Host(format!("{what}: {e}"))
+        };
+        std::fs::create_dir_all(staging).map_err(setup("create the staging directory"))?;
+        let ids = sys::effective_ids();
+        let root = ids.0 == 0;
+        let cap_last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(40);
+        let cgroups = if root {
+            match Cgroups::discover(Path::new("/"), std::process::id()) {
+                Some(layout) => match Cgroups::create(layout) {
+                    Ok(cgroups) => Some(cgroups),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cgroups unavailable: limits are rlimits only");
+                        None
+                    }
+                },
+                None => None,
+            }
+        } else {
+            None
+        };
+        let networks = if root {
+            Some(NetworkPool::new(2).map_err(setup("create network namespaces"))?)
+        } else {
+            None
+        };
+        Ok(Self {
+            root,
+            ids,
+            default_run_as,
+            staging: CString::new(staging.as_os_str().as_bytes())
+                .map_err(|_| Error::Host("the staging path has a NUL byte".to_owned()))?,
+            cap_last,
+            landlock_abi: landlock_abi(),
+            cgroups,
+            networks,
+        })
+    }
+
+    /// What isolation this host gives, one line per feature, for logs and `toolgate doctor`.
+    pub fn features(&self) -> Vec<(String, String)> {
+        let yes_no = |b: bool| if b { "yes" } else { "no" }.to_owned();
+        vec![
+            (
+                "privilege".into(),
+                if self.root {
+                    format!(
+                        "root: tools run as uid {} gid {} unless their policy names a run_as user",
+                        self.default_run_as.0, self.default_run_as.1
+                    )
+                } else {
+                    format!(
+                        "unprivileged (uid {}): tools run as this uid in a user namespace",
+                        self.ids.0
+                    )
+                },
+            ),
+            (
+                "landlock".into(),
+                self.landlock_abi.map_or(
+                    "unavailable: every invocation is refused".to_owned(),
+                    |abi| format!("ABI {abi}"),
+                ),
+            ),
+            ("seccomp".into(), yes_no(sys::seccomp_available())),
+            (
+                "namespaces".into(),
+                "user, mount, pid, network, ipc, uts, cgroup (per invocation)".to_owned(),
+            ),
+            (
+                "network namespaces".into(),
+                if self.networks.is_some() {
+                    "pooled (reused one invocation at a time)".to_owned()
+                } else {
+                    "one per invocation".to_owned()
+                },
+            ),
+            (
+                "cgroups".into(),
+                self.cgroups.as_ref().map_or(
+                    "unavailable: memory and process limits are rlimits only".to_owned(),
+                    |c| c.describe(),
+                ),
+            ),
+        ]
+    }
+}
+
+/// Empty network namespaces with loopback up, each leased to one invocation at a time.
+///
+/// Creating a network namespace is the one expensive namespace (about 0.5 ms); sharing one
+/// between concurrent invocations would let them see each other's sockets and collide on
+/// ports. A namespace returns to the pool only when every process of the invocation that used
+/// it is gone, so no socket of it remains.
+#[derive(Debug)]
+struct NetworkPool {
+    free: Mutex<Vec<OwnedFd>>,
+}
+
+struct NetworkLease {
+    pool: Arc<NetworkPool>,
+    fd: Option<OwnedFd>,
+}
+
+impl NetworkPool {
+    fn new(prefill: usize) -> std::io::Result<Arc<Self>> {
+        let free = (0..prefill)
+            .map(|_| sys::new_network_namespace())
+            .collect::<Result<_, _>>()?;
+        Ok(Arc::new(Self {
+            free: Mutex::new(free),
+        }))
+    }
+
+    fn lease(self: &Arc<Self>) -> std::io::Result<NetworkLease> {
+        let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let fd = match reused {
+            Some(fd) => fd,
+            None => sys::new_network_namespace()?,
+        };
+        Ok(NetworkLease {
+            pool: Arc::clone(self),
+            fd: Some(fd),
+        })
+    }
+}
+
+impl Drop for NetworkLease {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            self.pool
+                .free
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(fd);
+        }
+    }
+}
+
 /// One invocation ready to spawn: every string already a C string.
 #[derive(Debug)]
 pub struct Plan<'a> {
@@ -128,85 +341,194 @@ pub struct Plan<'a> {
     argv: Vec<CString>,
     env: Vec<CString>,
     cwd: CString,
+    mounts: Vec<MountOp>,
     profile: &'a Profile,
 }
 
+impl std::fmt::Debug for MountOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.path)
+    }
+}
+
+fn c_string(bytes: &[u8]) -> Result<CString, Error> {
+    CString::new(bytes).map_err(|_| Error::NulByte)
+}
+
 impl<'a> Plan<'a> {
-    /// Prepares `program` with `argv` (its first element is argv\[0\]) and `env`, in `cwd`.
-    ///
-    /// Fails only on NUL bytes, which earlier stages already refuse.
+    /// Prepares `program` with `argv` (its first element is argv\[0\]) and `env`, in `cwd`,
+    /// for a sandbox built under `host`'s staging directory.
     pub fn new(
         program: &Path,
         argv: &[String],
         env: &[(String, String)],
         cwd: &Path,
         profile: &'a Profile,
+        host: &Host,
     ) -> Result<Self, Error> {
-        let c = |bytes: &[u8]| CString::new(bytes).map_err(|_| Error::NulByte);
+        let staged = |inside: &Path| {
+            let mut bytes = host.staging.as_bytes().to_vec();
+            bytes.extend_from_slice(inside.as_os_str().as_bytes());
+            c_string(&bytes)
+        };
+        let mounts = profile
+            .mounts
+            .iter()
+            .map(|step| {
+                let (kind, path, arg, flags) = match step {
+                    mounts::Step::Dir(p) => (MountKind::Dir, p, CString::default(), 0),
+                    mounts::Step::File(p) => (MountKind::File, p, CString::default(), 0),
+                    mounts::Step::Symlink { path, target } => (
+                        MountKind::Symlink,
+                        path,
+                        c_string(target.as_os_str().as_bytes())?,
+                        0,
+                    ),
+                    mounts::Step::Bind {
+                        source,
+                        target,
+                        writable,
+                        devices,
+                        keep_flags,
+                    } => (
+                        match (devices, writable) {
+                            (true, _) => MountKind::BindDevice,
+                            (false, true) => MountKind::BindWritable,
+                            (false, false) => MountKind::BindReadOnly,
+                        },
+                        target,
+                        c_string(source.as_os_str().as_bytes())?,
+                        *keep_flags,
+                    ),
+                    mounts::Step::Tmpfs { target, options } => {
+                        (MountKind::Tmpfs, target, c_string(options.as_bytes())?, 0)
+                    }
+                    mounts::Step::Proc(p) => (MountKind::Proc, p, CString::default(), 0),
+                };
+                Ok(MountOp {
+                    kind,
+                    path: staged(path)?,
+                    arg,
+                    flags,
+                })
+            })
+            .collect::<Result<_, Error>>()?;
         Ok(Self {
-            program: c(program.as_os_str().as_bytes())?,
+            program: c_string(program.as_os_str().as_bytes())?,
             argv: argv
                 .iter()
-                .map(|a| c(a.as_bytes()))
+                .map(|a| c_string(a.as_bytes()))
                 .collect::<Result<_, _>>()?,
             env: env
                 .iter()
-                .map(|(k, v)| c(format!("{k}={v}").as_bytes()))
+                .map(|(k, v)| c_string(format!("{k}={v}").as_bytes()))
                 .collect::<Result<_, _>>()?,
-            cwd: c(cwd.as_os_str().as_bytes())?,
+            cwd: c_string(cwd.as_os_str().as_bytes())?,
+            mounts,
             profile,
         })
     }
 }
 
-/// Starts `plan` in a fresh sandboxed child; waits only until the program is executing.
-pub async fn spawn(plan: &Plan<'_>) -> Result<Child, Error> {
-    let landlock = plan
-        .profile
-        .landlock
-        .as_ref()
-        .map_err(|reason| Error::LandlockUnavailable(reason.clone()))?;
-    let spawned = sys::spawn(&sys::ChildSetup {
+/// Starts `plan` in a fresh sandbox; waits only until the program is executing.
+pub async fn spawn(plan: &Plan<'_>, host: &Host) -> Result<Child, Error> {
+    let profile = plan.profile;
+    if let Some(reason) = &profile.unsupported {
+        return Err(Error::Unsupported(reason.clone()));
+    }
+    let (uid, gid) = profile.run_as.unwrap_or(host.default_run_as);
+    let (uid_map, gid_map) = (format!("{uid} {uid} 1\n"), format!("{gid} {gid} 1\n"));
+    let identity = if host.root {
+        Identity::Mapped {
+            uid,
+            gid,
+            uid_map: uid_map.as_bytes(),
+            gid_map: gid_map.as_bytes(),
+        }
+    } else {
+        if profile.run_as.is_some_and(|ids| ids != host.ids) {
+            return Err(Error::Unsupported(
+                "the policy names a run_as user, which only a daemon running as root can switch to"
+                    .to_owned(),
+            ));
+        }
+        Identity::Inherited
+    };
+    let network = match (&host.networks, profile.network_namespace) {
+        (Some(pool), true) => Some(pool.lease().map_err(Error::Clone)?),
+        _ => None,
+    };
+    let cgroup = match &host.cgroups {
+        Some(cgroups) => Some(cgroups.lease(profile.cgroup).map_err(Error::Cgroup)?),
+        None => None,
+    };
+    let rootless_maps = (!host.root).then(|| {
+        (
+            format!("{} {} 1\n", host.ids.0, host.ids.0),
+            format!("{} {} 1\n", host.ids.1, host.ids.1),
+        )
+    });
+    let setup = sys::ChildSetup {
         program: &plan.program,
         argv: &plan.argv,
         env: &plan.env,
         cwd: &plan.cwd,
-        rlimits: &plan.profile.rlimits,
-        landlock,
-        seccomp: &plan.profile.seccomp,
+        rlimits: &profile.rlimits,
+        staging: &host.staging,
+        mounts: &plan.mounts,
+        hostname: c"toolgate",
+        ruleset: &profile.ruleset,
+        seccomp: &profile.seccomp,
+        identity,
+        netns: network
+            .as_ref()
+            .and_then(|lease| lease.fd.as_ref())
+            .map_or(-1, |fd| fd.as_raw_fd()),
+        rootless: !host.root,
+        wait_for_parent: cgroup.is_some() || !host.root,
+        cap_last: host.cap_last,
+    };
+    let spawned = sys::spawn(&setup, |pid| {
+        if let Some((uid_map, gid_map)) = &rootless_maps {
+            // An unprivileged daemon maps only its own ids, and must give up setgroups first.
+            std::fs::write(format!("/proc/{pid}/setgroups"), "deny")?;
+            std::fs::write(format!("/proc/{pid}/uid_map"), uid_map)?;
+            std::fs::write(format!("/proc/{pid}/gid_map"), gid_map)?;
+        }
+        if let Some(cgroup) = &cgroup {
+            cgroup.enter(pid).map_err(|e| e.source)?;
+        }
+        Ok(())
     })
     .map_err(Error::Clone)?;
-    spawned.started().await
+    let mut child = spawned.started().await?;
+    child.hold(Box::new((network, cgroup)));
+    Ok(child)
 }
 
 /// What can go wrong preparing or starting a sandbox.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The kernel cannot give the isolation the policy requires.
-    #[error("landlock is unavailable: {0}")]
-    LandlockUnavailable(String),
-    /// A policy path could not be opened for a landlock rule.
-    #[error("cannot add landlock rule for {path}: {reason}")]
-    LandlockRule {
-        /// The path.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// The landlock ruleset could not be created.
-    #[error("cannot create landlock ruleset: {0}")]
-    LandlockRuleset(String),
+    /// The kernel or the daemon's privilege cannot give the isolation the policy requires.
+    #[error("the sandbox cannot be built here: {0}")]
+    Unsupported(String),
+    /// The host-wide preparation failed.
+    #[error("cannot prepare the sandbox host: {0}")]
+    Host(String),
     /// The seccomp filter could not be compiled.
     #[error("cannot compile seccomp filter: {0}")]
     Seccomp(seccompiler::BackendError),
+    /// A cgroup could not be prepared.
+    #[error("cannot prepare the invocation's cgroup: {0}")]
+    Cgroup(cgroup::Error),
     /// A string for execve held a NUL byte.
     #[error("an argument or environment value contains a NUL byte")]
     NulByte,
     /// clone3 or pipe creation failed.
-    #[error("cannot create the child process: {0}")]
+    #[error("cannot create the sandbox: {0}")]
     Clone(std::io::Error),
-    /// The child failed before executing the program.
-    #[error("the child failed to {stage}: {source}")]
+    /// A child failed before executing the program.
+    #[error("the sandbox failed to {stage}: {source}")]
     ChildSetup {
         /// The step that failed, e.g. "execute the program".
         stage: &'static str,

@@ -206,7 +206,7 @@ mod tests {
 
     #[test]
     fn compiles_short_enough_for_both_network_settings() {
-        for network in [Network::None, Network::Allow] {
+        for network in [Network::None, Network::Allow(Default::default())] {
             let program = compile(network).unwrap();
             // Install cost grows with length (about 0.6 µs an instruction here); seccompiler
             // spends several instructions per syscall, so a deny list stays in the hundreds.

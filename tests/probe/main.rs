@@ -978,8 +978,10 @@ fn run(cmd: &str, args: &[OsString]) -> Attempt {
         ("spew", [bytes, to]) if to == "stderr" => spew(num(bytes), stderr),
         ("echo-stdin", []) => echo_stdin(),
         ("sleep", [secs]) => sleep(seconds(secs)),
-        ("fork-grandchild", []) => fork_grandchild(),
-        ("daemonize", []) => daemonize(),
+        // An optional extra word only marks the command line, so a test can find the
+        // processes from the host by it.
+        ("fork-grandchild", [] | [_]) => fork_grandchild(),
+        ("daemonize", [] | [_]) => daemonize(),
         ("fork-bomb", [n]) => fork_bomb(num(n)),
         ("alloc", [mib]) => alloc(num(mib)),
         ("fill", [path, mib]) => fill(path, num(mib)),

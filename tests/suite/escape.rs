@@ -47,21 +47,23 @@ async fn landlock_confines_reads_and_writes_to_the_policy_paths() {
     let secret = daemon.outside.join("secret.txt");
     std::fs::write(&secret, "outside the policy\n").expect("write secret");
     let secret = secret.to_str().expect("utf-8 path");
-    denied_inside_allowed_outside(&daemon, &["read", secret], &["EACCES"]).await;
+    // Outside the policy's paths a file does not even exist in the tool's view.
+    denied_inside_allowed_outside(&daemon, &["read", secret], &["ENOENT", "EACCES"]).await;
 
     let target = daemon.outside.join("written.txt");
-    denied_inside_allowed_outside(
-        &daemon,
-        &["write", target.to_str().expect("path")],
-        &["EACCES"],
-    )
-    .await;
+    let target = target.to_str().expect("utf-8 path");
+    denied_inside_allowed_outside(&daemon, &["write", target], &["ENOENT", "EACCES", "EROFS"])
+        .await;
 
     // A symlink inside the workspace pointing outside does not widen access.
     let link = daemon.work.join("link");
     std::os::unix::fs::symlink(secret, &link).expect("symlink");
     let (code, stdout) = probe_inside(&daemon, &["read", "link"], "escape-symlink").await;
-    assert_eq!((code, stdout.trim()), (10, "errno=13 EACCES"));
+    assert_eq!(code, 10, "{stdout}");
+    assert!(
+        stdout.contains("ENOENT") || stdout.contains("EACCES"),
+        "{stdout}"
+    );
 
     // Inside the workspace both work: the policy's paths are granted, not just everything denied.
     let (code, _) = probe_inside(&daemon, &["write", "inside.txt"], "landlock-work-write").await;

@@ -71,7 +71,8 @@ async fn drain_timeout_kills_what_is_left_and_records_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn caller_going_away_kills_the_process_tree() {
     let daemon = Daemon::start(PROBE_TOOL);
-    let mut stream = start_streaming(&daemon, &["fork-grandchild"], "cancel-1").await;
+    let tag = unique_tag("cancel");
+    let mut stream = start_streaming(&daemon, &["fork-grandchild", &tag], "cancel-1").await;
     let mut seen = String::new();
     while !(seen.contains("grandchild=") && seen.contains("child=")) {
         match stream
@@ -85,18 +86,16 @@ async fn caller_going_away_kills_the_process_tree() {
             other => panic!("unexpected event {other:?}"),
         }
     }
-    let pids = fields(&seen);
-    let child: i32 = pids["child"].parse().expect("pid");
-    let grandchild: i32 = pids["grandchild"].parse().expect("pid");
-    assert!(alive(child) && alive(grandchild));
-    drop(stream);
-    assert!(
-        wait_gone(child, Duration::from_secs(5)),
-        "child survived cancellation"
+    assert_eq!(
+        tagged(&tag).len(),
+        2,
+        "child and grandchild run, visible from the host"
     );
+    drop(stream);
+    let survivors = wait_untagged(&tag, Duration::from_secs(5));
     assert!(
-        wait_gone(grandchild, Duration::from_secs(5)),
-        "grandchild survived cancellation"
+        survivors.is_empty(),
+        "processes {survivors:?} survived cancellation"
     );
     let record = daemon.record("cancel-1");
     assert_eq!(record["outcome"]["cancelled"], true);
@@ -106,8 +105,12 @@ async fn caller_going_away_kills_the_process_tree() {
 async fn expired_grpc_deadline_kills_the_tool() {
     let daemon = Daemon::start(PROBE_TOOL);
     let mut client = daemon.client().await;
-    let mut request =
-        tonic::Request::new(args_request("probe", &["fork-grandchild"], "deadline-1"));
+    let tag = unique_tag("deadline");
+    let mut request = tonic::Request::new(args_request(
+        "probe",
+        &["fork-grandchild", &tag],
+        "deadline-1",
+    ));
     request.set_timeout(Duration::from_millis(700));
     let status = client.execute(request).await.expect_err("deadline passes");
     assert!(
@@ -118,6 +121,11 @@ async fn expired_grpc_deadline_kills_the_tool() {
     assert_eq!(record["outcome"]["cancelled"], true);
     let output = record["outcome"]["stdout_bytes"].as_u64().expect("bytes");
     assert!(output > 0, "the probe printed its pids before the deadline");
+    let survivors = wait_untagged(&tag, Duration::from_secs(5));
+    assert!(
+        survivors.is_empty(),
+        "processes {survivors:?} survived the deadline"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

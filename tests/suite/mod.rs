@@ -43,7 +43,7 @@ max_output = "64KiB"
 allow = ["PROBE_ALLOWED"]
 set = { FIXED = "1" }
 [tool.probe.sandbox]
-read = ["${work}", "/proc"]
+read = ["${work}"]
 write = ["${work}"]
 [tool.probe.sandbox.limits]
 memory = "512MiB"
@@ -66,6 +66,10 @@ impl Daemon {
         for d in [&work, &outside, &policies] {
             std::fs::create_dir(d).expect("mkdir");
         }
+        // Tools run as an unprivileged user (nobody) when the daemon is root: let it write the
+        // workspace, as an ops team would by ownership.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o777)).expect("chmod");
         std::fs::write(policies.join("test.toml"), policy).expect("write policy");
         let socket = root.join("toolgate.sock");
         let audit = root.join("audit.jsonl");
@@ -262,16 +266,37 @@ pub fn alive(pid: i32) -> bool {
     !matches!(state, Some(Some('Z')) | Some(Some('X')) | None)
 }
 
-/// Polls until `pid` is gone, up to `limit`.
-pub fn wait_gone(pid: i32, limit: Duration) -> bool {
+/// Live processes whose command line contains `tag` (a word the probe ignores), as the host
+/// sees them: how a test finds a sandbox's processes, whose own pids are namespace-local.
+pub fn tagged(tag: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmdline.split(|&b| b == 0).any(|arg| arg == tag.as_bytes()) && alive(pid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Polls until no live process carries `tag`, up to `limit`; returns the survivors.
+pub fn wait_untagged(tag: &str, limit: Duration) -> Vec<i32> {
     let start = Instant::now();
-    while start.elapsed() < limit {
-        if !alive(pid) {
-            return true;
+    loop {
+        let left = tagged(tag);
+        if left.is_empty() || start.elapsed() > limit {
+            return left;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    !alive(pid)
+}
+
+/// A tag unique to this test process and call site.
+pub fn unique_tag(name: &str) -> String {
+    format!("tag-{name}-{}", std::process::id())
 }
 
 /// Kills a process the test made outside the sandbox.
