@@ -22,7 +22,7 @@ use toml::Spanned;
 
 use crate::command::rules::{ArgRules, Pattern};
 use crate::command::{self, Position};
-use crate::sandbox::{self, Limits, Network, Profile, TcpPorts};
+use crate::sandbox::{self, DenyAction, Limits, Network, Profile, SeccompSpec, TcpPorts};
 
 pub use schema::parse_byte_size;
 
@@ -209,6 +209,7 @@ fn compile(
 
     let rules = compile_rules(spec.arguments, &mut problems);
     let (env_allow, env_set) = compile_env(spec.env, &mut problems);
+    let seccomp_span = spec.sandbox.seccomp.as_ref().map(Spanned::span);
     let sandbox_spec = compile_sandbox(spec.sandbox, vars, &mut problems);
 
     if let Some(rules) = &rules {
@@ -222,8 +223,13 @@ fn compile(
     if !problems.is_empty() {
         return Err(problems);
     }
-    let sandbox = Profile::compile(&sandbox_spec, &program, &cwd)
-        .map_err(|e| vec![(spec.program.span(), format!("sandbox: {e}"))])?;
+    let sandbox = Profile::compile(&sandbox_spec, &program, &cwd).map_err(|e| {
+        let span = match (&e, seccomp_span) {
+            (sandbox::Error::Seccomp(_), Some(span)) => span,
+            _ => spec.program.span(),
+        };
+        vec![(span, format!("sandbox: {e}"))]
+    })?;
     Ok(Tool {
         name: name.to_owned(),
         description: spec.description,
@@ -395,6 +401,37 @@ fn compile_sandbox(
         None => None,
     };
     let min_landlock_abi = spec.min_landlock_abi.as_ref().map(|a| *a.get_ref());
+    let seccomp = match &spec.seccomp {
+        None => SeccompSpec {
+            profile: "default".to_owned(),
+            allow: Vec::new(),
+            deny_action: DenyAction::Errno,
+            network: Network::None,
+        },
+        Some(table) => {
+            let deny_action = match table.get_ref().action.as_deref() {
+                None | Some("errno") => DenyAction::Errno,
+                Some("kill") => DenyAction::Kill,
+                Some(other) => {
+                    problems.push((
+                        table.span(),
+                        format!("seccomp.action must be \"errno\" or \"kill\", not \"{other}\""),
+                    ));
+                    return None;
+                }
+            };
+            SeccompSpec {
+                profile: table
+                    .get_ref()
+                    .profile
+                    .clone()
+                    .unwrap_or_else(|| "default".to_owned()),
+                allow: table.get_ref().allow.clone(),
+                deny_action,
+                network: Network::None,
+            }
+        }
+    };
     Some(sandbox::Spec {
         read,
         write,
@@ -411,6 +448,7 @@ fn compile_sandbox(
         },
         run_as,
         min_landlock_abi,
+        seccomp,
     })
 }
 

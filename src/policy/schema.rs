@@ -114,6 +114,21 @@ pub struct SandboxSpec {
     /// Resource limits.
     #[serde(default)]
     pub limits: LimitsSpec,
+    /// The syscall filter.
+    pub seccomp: Option<Spanned<SeccompSpec>>,
+}
+
+/// `[tool.NAME.sandbox.seccomp]`: which syscalls the tool may make.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeccompSpec {
+    /// A named profile: `"default"` (ordinary command-line tools) or `"minimal"`.
+    pub profile: Option<String>,
+    /// Syscalls allowed on top of the profile, by kernel name.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// `"errno"` (default: denied calls fail with EPERM) or `"kill"` (the process dies).
+    pub action: Option<String>,
 }
 
 /// `[tool.NAME.sandbox.limits]`: rlimits applied to the tool.

@@ -19,6 +19,7 @@
 //! asking for a `run_as` user an unprivileged daemon cannot switch to are all refusals
 //! ([`Error::Unsupported`]).
 
+mod bpf;
 pub mod cgroup;
 mod mounts;
 mod ruleset;
@@ -36,6 +37,7 @@ use seccompiler::BpfProgram;
 
 pub use cgroup::{CgroupLimits, Cgroups};
 pub use ruleset::TcpPorts;
+pub use seccomp::{DenyAction, SeccompSpec, profiles as seccomp_profiles};
 pub use sys::{Child, ExitStatus, Usage, ensure_standard_fds, landlock_abi};
 
 use sys::{Identity, MountKind, MountOp};
@@ -86,6 +88,8 @@ pub struct Spec {
     pub run_as: Option<(u32, u32)>,
     /// The lowest landlock ABI the tool may run under.
     pub min_landlock_abi: Option<i32>,
+    /// The syscall filter (its `network` is taken from [`Spec::network`]).
+    pub seccomp: SeccompSpec,
 }
 
 /// A tool's sandbox compiled once at policy load and shared by all its invocations.
@@ -119,9 +123,9 @@ impl Profile {
             Network::None => None,
             Network::Allow(ports) => Some(ports),
         };
-        let seccomp = seccomp::compile(match spec.network {
-            Network::None => Network::None,
-            Network::Allow(_) => Network::Allow(TcpPorts::default()),
+        let seccomp = seccomp::compile(&SeccompSpec {
+            network: spec.network.clone(),
+            ..spec.seccomp.clone()
         })
         .map_err(Error::Seccomp)?;
         Ok(Self {
@@ -516,8 +520,8 @@ pub enum Error {
     #[error("cannot prepare the sandbox host: {0}")]
     Host(String),
     /// The seccomp filter could not be compiled.
-    #[error("cannot compile seccomp filter: {0}")]
-    Seccomp(seccompiler::BackendError),
+    #[error("seccomp: {0}")]
+    Seccomp(seccomp::Error),
     /// A cgroup could not be prepared.
     #[error("cannot prepare the invocation's cgroup: {0}")]
     Cgroup(cgroup::Error),

@@ -21,17 +21,19 @@ pub const PROBE: &str = env!("CARGO_BIN_EXE_toolgate-probe");
 pub const TOOLGATE: &str = env!("CARGO_BIN_EXE_toolgate");
 
 /// A daemon running on a temporary directory: socket, config, policies, audit log, and a
-/// workspace (`${work}`) next to a directory the policies never grant (`${outside}`).
+/// workspace (`${work}`), a directory granted read-only (`${ro}`) and one the policies never
+/// grant (`${outside}`).
 pub struct Daemon {
     process: Child,
     pub dir: TempDir,
     pub socket: PathBuf,
     pub audit: PathBuf,
     pub work: PathBuf,
+    pub ro: PathBuf,
     pub outside: PathBuf,
 }
 
-/// Policy placeholders every test policy may use: `${probe}`, `${work}`, `${outside}`.
+/// Policy placeholders every test policy may use: `${probe}`, `${work}`, `${ro}`, `${outside}`.
 pub const PROBE_TOOL: &str = r#"
 [tool.probe]
 description = "the escape probe"
@@ -43,7 +45,7 @@ max_output = "64KiB"
 allow = ["PROBE_ALLOWED"]
 set = { FIXED = "1" }
 [tool.probe.sandbox]
-read = ["${work}"]
+read = ["${work}", "${ro}"]
 write = ["${work}"]
 [tool.probe.sandbox.limits]
 memory = "512MiB"
@@ -62,8 +64,9 @@ impl Daemon {
         let root = dir.path().canonicalize().expect("canonical temp dir");
         let work = root.join("work");
         let outside = root.join("outside");
+        let ro = root.join("ro");
         let policies = root.join("policies");
-        for d in [&work, &outside, &policies] {
+        for d in [&work, &ro, &outside, &policies] {
             std::fs::create_dir(d).expect("mkdir");
         }
         // Tools run as an unprivileged user (nobody) when the daemon is root: let it write the
@@ -78,7 +81,7 @@ impl Daemon {
             &config,
             format!(
                 "socket = {socket:?}\npolicy_dir = {policies:?}\naudit_log = {audit:?}\n{config_extra}\n\
-                 [policy_vars]\nprobe = {PROBE:?}\nwork = {work:?}\noutside = {outside:?}\n"
+                 [policy_vars]\nprobe = {PROBE:?}\nwork = {work:?}\nro = {ro:?}\noutside = {outside:?}\n"
             ),
         )
         .expect("write config");
@@ -98,6 +101,7 @@ impl Daemon {
             socket,
             audit,
             work,
+            ro,
             outside,
         };
         daemon.wait_ready();
@@ -292,6 +296,21 @@ pub fn wait_untagged(tag: &str, limit: Duration) -> Vec<i32> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Whether this test, which needs root, can run: true as root. Otherwise it prints why it
+/// skips, or fails under `CI=true`, where a skip would hide a missing feature.
+pub fn running_as_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} needs root and CI=true: refusing to skip"
+    );
+    eprintln!("SKIP {test}: needs root (cgroups, run_as); run the tests as root to include it");
+    false
 }
 
 /// A tag unique to this test process and call site.
