@@ -31,6 +31,38 @@ pub struct Config {
     pub limits: RequestLimits,
     /// Values for `${name}` placeholders in policies.
     pub policy_vars: Vars,
+
+    // Identity and admission control.
+    /// Whether TCP without TLS or tokens is allowed (anonymous callers, by address).
+    pub insecure_tcp: bool,
+    /// TLS for the TCP listener.
+    pub tls: Option<TlsFiles>,
+    /// Bearer tokens: name → SHA-256 of the token, lowercase hex.
+    pub tokens: BTreeMap<String, String>,
+    /// Callers, rates, concurrency, quotas.
+    pub admission: crate::admission::Settings,
+    /// Where limits and quotas are kept.
+    pub store: crate::admission::config::StoreConfig,
+}
+
+/// `[tls]`: the TCP listener's certificate, key, and the CA its clients' certificates must
+/// chain to (mutual TLS: with `client_ca`, a client certificate is required).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Server certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Server private key, PEM.
+    pub key: PathBuf,
+    /// CA for client certificates, PEM; absent: no client certificates (tokens then).
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -46,6 +78,11 @@ impl Default for Config {
                 max_stdin_bytes: 1 << 20,
             },
             policy_vars: Vars::new(),
+            insecure_tcp: false,
+            tls: None,
+            tokens: BTreeMap::new(),
+            admission: crate::admission::Settings::default(),
+            store: crate::admission::config::StoreConfig::default(),
         }
     }
 }
@@ -62,6 +99,15 @@ struct ConfigFile {
     max_stdin_bytes: Option<usize>,
     #[serde(default)]
     policy_vars: BTreeMap<String, PathBuf>,
+    // Identity and admission control.
+    default_callers: Option<Vec<String>>,
+    state_dir: Option<PathBuf>,
+    insecure_tcp: Option<bool>,
+    tls: Option<TlsFile>,
+    #[serde(default)]
+    tokens: BTreeMap<String, String>,
+    #[serde(default)]
+    admission: crate::admission::config::AdmissionFile,
 }
 
 /// Why the configuration could not be read.
@@ -130,6 +176,36 @@ impl Config {
         if let Some(n) = file.max_stdin_bytes {
             config.limits.max_stdin_bytes = n;
         }
+        // Identity and admission control.
+        config.insecure_tcp = file.insecure_tcp.unwrap_or(false);
+        config.tls = file.tls.map(|t| TlsFiles {
+            cert: resolve(t.cert),
+            key: resolve(t.key),
+            client_ca: t.client_ca.map(resolve),
+        });
+        for (name, digest) in file.tokens {
+            let digest = digest.strip_prefix("sha256:").unwrap_or(&digest);
+            if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(
+                    0,
+                    format!(
+                        "tokens.{name}: store the token's SHA-256 as 64 hex digits (`toolgate token-hash`), never the token"
+                    ),
+                ));
+            }
+            config.tokens.insert(name, digest.to_ascii_lowercase());
+        }
+        if let Some(dir) = file.state_dir {
+            config.store.state_dir = resolve(dir);
+        }
+        crate::admission::config::apply(
+            file.default_callers,
+            file.admission,
+            &mut config.admission,
+            &mut config.store,
+        )
+        .map_err(|m| invalid(0, m))?;
+
         for (name, value) in file.policy_vars {
             let value = resolve(value);
             // Canonical so landlock rules and policy paths name the same place.
