@@ -1,5 +1,6 @@
 //! The harness: start a daemon with a policy written by the test, call it, read its audit log.
 
+mod admission;
 mod cli;
 mod escape;
 mod invocation;
