@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::auth::Caller;
+use crate::auth::{Authenticator, Caller};
 use crate::gate::{Execution, Gate, Input, Invocation, Refusal};
 use crate::sandbox::ExitStatus;
 use crate::supervise::{Event, Outcome};
@@ -25,12 +25,31 @@ pub mod pb {
 #[derive(Clone)]
 pub struct Service {
     gate: Arc<Gate>,
+    auth: Arc<Authenticator>,
 }
 
 impl Service {
-    /// A service that runs requests through `gate`.
-    pub fn new(gate: Arc<Gate>) -> Self {
-        Self { gate }
+    /// A service that identifies callers with `auth` and runs requests through `gate`.
+    pub fn new(gate: Arc<Gate>, auth: Arc<Authenticator>) -> Self {
+        Self { gate, auth }
+    }
+
+    /// The caller, or the anonymous caller of this connection and why it was refused.
+    fn identify<T>(&self, request: &Request<T>) -> (Caller, Option<crate::auth::Error>) {
+        match self.auth.identify(request) {
+            Ok(caller) => (caller, None),
+            Err(error) => {
+                let caller = match request.remote_addr() {
+                    Some(addr) => Caller::Tcp {
+                        addr,
+                        cert: None,
+                        token: None,
+                    },
+                    None => Caller::Unknown,
+                };
+                (caller, Some(error))
+            }
+        }
     }
 
     /// The tonic server for this service.
@@ -39,7 +58,10 @@ impl Service {
     }
 }
 
-fn invocation(caller: Caller, request: pb::ExecuteRequest) -> Invocation {
+fn invocation(
+    (caller, identity_error): (Caller, Option<crate::auth::Error>),
+    request: pb::ExecuteRequest,
+) -> Invocation {
     let input = match request.invocation {
         Some(pb::execute_request::Invocation::Args(list)) => Input::Args(list.values),
         Some(pb::execute_request::Invocation::Command(line)) => Input::Command(line),
@@ -56,6 +78,7 @@ fn invocation(caller: Caller, request: pb::ExecuteRequest) -> Invocation {
             .timeout
             .map(|t| Duration::try_from(t).unwrap_or(Duration::ZERO)),
         request_id: request.request_id,
+        identity_error,
     }
 }
 
@@ -96,7 +119,7 @@ impl pb::tool_gate_server::ToolGate for Service {
         &self,
         request: Request<pb::ExecuteRequest>,
     ) -> Result<Response<pb::ExecuteResult>, Status> {
-        let caller = Caller::of(&request);
+        let caller = self.identify(&request);
         let invocation = invocation(caller, request.into_inner());
         match self.gate.execute(invocation, None).await {
             Ok(Execution {
@@ -113,7 +136,7 @@ impl pb::tool_gate_server::ToolGate for Service {
         &self,
         request: Request<pb::ExecuteRequest>,
     ) -> Result<Response<Self::ExecuteStreamStream>, Status> {
-        let caller = Caller::of(&request);
+        let caller = self.identify(&request);
         let invocation = invocation(caller, request.into_inner());
         let (tx, rx) = mpsc::channel(32);
         let gate = Arc::clone(&self.gate);
@@ -123,12 +146,15 @@ impl pb::tool_gate_server::ToolGate for Service {
 
     async fn list_tools(
         &self,
-        _request: Request<pb::ListToolsRequest>,
+        request: Request<pb::ListToolsRequest>,
     ) -> Result<Response<pb::ListToolsResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let admission = self.gate.admission();
         let tools = self
             .gate
             .policy()
             .tools()
+            .filter(|tool| admission.may_call(&caller, tool))
             .map(|tool| pb::ToolInfo {
                 name: tool.name.clone(),
                 description: tool.description.clone(),
@@ -140,6 +166,59 @@ impl pb::tool_gate_server::ToolGate for Service {
             })
             .collect();
         Ok(Response::new(pb::ListToolsResponse { tools }))
+    }
+
+    async fn get_usage(
+        &self,
+        request: Request<pb::GetUsageRequest>,
+    ) -> Result<Response<pb::Usage>, Status> {
+        let caller = self.caller(&request)?;
+        let only = request.into_inner().tool;
+        let only = (!only.is_empty()).then_some(only.as_str());
+        let gate = &self.gate;
+        if let Some(name) = only
+            && !gate
+                .policy()
+                .tool(name)
+                .is_some_and(|tool| gate.admission().may_call(&caller, tool))
+        {
+            // The same answer for "does not exist" and "not yours": no probing for tool names.
+            return Err(crate::Error::UnknownTool {
+                tool: name.to_owned(),
+            }
+            .status("usage"));
+        }
+        let limits = gate
+            .admission()
+            .usage(&caller, gate.policy(), only)
+            .await
+            .map_err(|e| crate::Error::from(e).status("usage"))?;
+        Ok(Response::new(pb::Usage {
+            caller: caller.principal().unwrap_or_default(),
+            limits: limits
+                .into_iter()
+                .map(|l| pb::LimitUsage {
+                    rule: l.rule,
+                    tool: l.tool.unwrap_or_default(),
+                    limit: l.limit,
+                    limit_value: l.limit_value,
+                    used: l.used,
+                    remaining: l.remaining,
+                    unit: l.unit.to_owned(),
+                    resets_in: Some(duration(l.resets_in)),
+                })
+                .collect(),
+            store_fallbacks: gate.admission().store_fallbacks(),
+        }))
+    }
+}
+
+impl Service {
+    /// The identified caller, or the refusal status (for the read-only RPCs, not audited).
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        self.auth
+            .identify(request)
+            .map_err(|e| crate::Error::from(e).status("-"))
     }
 }
 

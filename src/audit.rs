@@ -213,6 +213,8 @@ mod tests {
                 uid: 1000,
                 gid: 1000,
                 pid: Some(42),
+                user: Some("alice".into()),
+                groups: vec!["alice".into(), "agents".into()],
             },
             tool: "echo".into(),
             argv: Some(vec!["/bin/echo".into(), "hi".into()]),

@@ -46,6 +46,22 @@ enum Command {
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Show your rate limits and quotas: the limit, what is used, what is left, when it resets.
+    Usage(UsageArgs),
+    /// Print the SHA-256 of a bearer token (read from stdin) for the daemon config's [tokens].
+    TokenHash,
+}
+
+#[derive(clap::Args)]
+struct UsageArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// Only this tool's limits (and those across all tools).
+    #[arg(long)]
+    tool: Option<String>,
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -159,6 +175,8 @@ pub fn main() -> ExitCode {
             Command::Call(args) => call(args).await,
             Command::Tools(args) => tools(args).await,
             Command::Policy(PolicyCommand::Check { dir, config }) => policy_check(dir, config),
+            Command::Usage(args) => usage(args).await,
+            Command::TokenHash => token_hash(),
         }
     });
     match result {
@@ -389,4 +407,82 @@ fn policy_check(dir: PathBuf, config: Option<PathBuf>) -> Result<ExitCode> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+async fn usage(args: UsageArgs) -> Result<ExitCode> {
+    let mut client = connect(&args.connection).await?;
+    let request = pb::GetUsageRequest {
+        tool: args.tool.unwrap_or_default(),
+    };
+    let usage = match client.get_usage(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return Ok(refused(&status)),
+    };
+    let resets = |l: &pb::LimitUsage| l.resets_in.as_ref().map_or(0, |d| d.seconds);
+    if args.json {
+        let limits: Vec<_> = usage
+            .limits
+            .iter()
+            .map(|l| {
+                json!({
+                    "rule": l.rule,
+                    "tool": l.tool,
+                    "limit": l.limit,
+                    "limit_value": l.limit_value,
+                    "used": l.used,
+                    "remaining": l.remaining,
+                    "unit": l.unit,
+                    "resets_in_seconds": resets(l),
+                })
+            })
+            .collect();
+        let out = json!({
+            "caller": usage.caller,
+            "limits": limits,
+            "store_fallbacks": usage.store_fallbacks,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("caller: {}", usage.caller);
+    if usage.limits.is_empty() {
+        println!("no rate limits or quotas apply");
+    }
+    for l in &usage.limits {
+        let tool = if l.tool.is_empty() {
+            "(all tools)"
+        } else {
+            &l.tool
+        };
+        println!(
+            "{:<16} {:<34} {} left of {} {} ({}), resets in {}s",
+            tool,
+            l.rule,
+            l.remaining,
+            l.limit_value,
+            l.unit,
+            l.limit,
+            resets(l)
+        );
+    }
+    if usage.store_fallbacks > 0 {
+        println!(
+            "note: {} calls used this daemon's local limits because the shared store failed",
+            usage.store_fallbacks
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn token_hash() -> Result<ExitCode> {
+    let mut token = String::new();
+    std::io::stdin()
+        .read_to_string(&mut token)
+        .context("cannot read the token from standard input")?;
+    let token = token.trim();
+    if token.is_empty() {
+        bail!("give the token on standard input");
+    }
+    println!("{}", toolgate::auth::token_digest(token));
+    Ok(ExitCode::SUCCESS)
 }

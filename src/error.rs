@@ -7,7 +7,7 @@
 
 use tonic::{Code, Status};
 
-use crate::{audit, command, policy, sandbox, supervise};
+use crate::{admission, audit, auth, command, policy, sandbox, supervise};
 
 /// Everything that can stop an invocation.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +73,12 @@ pub enum Error {
     /// The audit log could not be written.
     #[error(transparent)]
     Audit(#[from] audit::Error),
+    /// Admission control refused the call (callers, rate, concurrency, quota, breaker, store).
+    #[error(transparent)]
+    Admission(#[from] admission::Error),
+    /// The connection's identity was refused.
+    #[error(transparent)]
+    Auth(#[from] auth::Error),
 }
 
 impl Error {
@@ -91,6 +97,8 @@ impl Error {
             Self::Sandbox(_) => "sandbox.spawn".into(),
             Self::Supervise(_) => "supervise".into(),
             Self::Audit(_) => "audit.write".into(),
+            Self::Admission(e) => e.rule(),
+            Self::Auth(e) => e.rule().into(),
         }
     }
 
@@ -113,11 +121,52 @@ impl Error {
                 Code::Unavailable,
                 "the daemon cannot write its audit log, so it runs nothing; retry later".to_owned(),
             ),
+            Self::Admission(admission::Error::UnknownCaller | admission::Error::NotAllowed { .. }) => {
+                (Code::PermissionDenied, self.to_string())
+            }
+            Self::Admission(
+                admission::Error::RateLimited { .. }
+                | admission::Error::Busy { .. }
+                | admission::Error::QuotaExceeded { .. },
+            ) => (Code::ResourceExhausted, self.to_string()),
+            Self::Admission(admission::Error::CircuitOpen { .. }) => {
+                (Code::Unavailable, self.to_string())
+            }
+            Self::Admission(admission::Error::Store(_)) => (
+                Code::Unavailable,
+                "the daemon cannot reach its rate-limit and quota store, so it runs nothing; retry later (rule admission.store)".to_owned(),
+            ),
+            Self::Auth(_) => (Code::Unauthenticated, self.to_string()),
             Self::Policy(_) | Self::Sandbox(_) | Self::Supervise(_) => (
                 Code::Internal,
                 "the tool could not be run because of a problem on the daemon's host; its log has the details".to_owned(),
             ),
         };
-        Status::new(code, format!("{message} [request {request_id}]"))
+        let message = format!("{message} [request {request_id}]");
+        match self.retry_after() {
+            Some(delay) => retry_status(code, message, delay),
+            None => Status::new(code, message),
+        }
     }
+
+    /// How long to wait before retrying, for refusals where waiting helps.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Admission(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+/// A status telling the client when to retry, both ways clients look for it: a google.rpc
+/// RetryInfo detail (exact) and `retry-after` metadata (whole seconds, rounded up, as HTTP).
+fn retry_status(code: Code, message: String, delay: std::time::Duration) -> Status {
+    use tonic_types::{ErrorDetails, StatusExt};
+    let mut status =
+        Status::with_error_details(code, message, ErrorDetails::with_retry_info(Some(delay)));
+    let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+    if let Ok(value) = seconds.to_string().parse() {
+        status.metadata_mut().insert("retry-after", value);
+    }
+    status
 }

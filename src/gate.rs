@@ -4,6 +4,10 @@
 //! the protobuf request and identified the caller) and either refuses it, with an error that
 //! names the rule, or runs it. Every request ends in exactly one audit record.
 //!
+//! Admission control ([`crate::admission`]) comes after the request is understood and before
+//! the sandbox: its permit moves into the run task, so its concurrency slots are released and
+//! its quota settled when the run ends, even when the caller has gone away.
+//!
 //! A run happens in its own task, tracked for shutdown: if the caller goes away (cancelled RPC,
 //! expired deadline) the request future is dropped, which cancels the run's token; the task
 //! then kills the tool's process tree, reaps it and writes the record. The daemon's stop token
@@ -19,8 +23,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::{Admission, Permit};
 use crate::audit::{self, AuditLog, Decision, OutcomeRecord, Record};
-use crate::auth::Caller;
+use crate::auth::{self, Caller};
 use crate::command::{self, Argv};
 use crate::error::Error;
 use crate::policy::{PolicySet, Tool};
@@ -62,6 +67,9 @@ pub struct Invocation {
     pub timeout: Option<Duration>,
     /// The caller's id for the request; empty to have one made.
     pub request_id: String,
+    /// Why the connection's identity was refused, if it was (the request is then refused and
+    /// audited like any other refusal).
+    pub identity_error: Option<auth::Error>,
 }
 
 /// A run that happened.
@@ -101,13 +109,22 @@ pub struct Gate {
     draining: AtomicBool,
     stop: CancellationToken,
     runs: TaskTracker,
+    admission: Admission,
 }
 
 impl Gate {
-    /// A gate over `policy` writing to `audit`, running sandboxes on `host`.
-    pub fn new(host: Host, policy: PolicySet, audit: AuditLog, limits: RequestLimits) -> Self {
+    /// A gate over `policy` writing to `audit`, admitting calls through `admission` and running
+    /// sandboxes on `host`.
+    pub fn new(
+        host: Host,
+        policy: PolicySet,
+        audit: AuditLog,
+        limits: RequestLimits,
+        admission: Admission,
+    ) -> Self {
         Self {
             host: Arc::new(host),
+            admission,
             policy: Arc::new(policy),
             audit: Arc::new(audit),
             limits,
@@ -120,6 +137,11 @@ impl Gate {
     /// The policy set in force.
     pub fn policy(&self) -> &PolicySet {
         &self.policy
+    }
+
+    /// The admission stage (for ListTools and GetUsage).
+    pub fn admission(&self) -> &Admission {
+        &self.admission
     }
 
     /// Refuses new invocations from now on; runs in progress continue.
@@ -161,12 +183,29 @@ impl Gate {
             message: None,
             outcome: None,
         };
-        let admitted = valid_id.and_then(|()| self.admit(invocation, &request_id));
+        let identified = match invocation.identity_error.clone() {
+            Some(error) => Err(Error::Auth(error)),
+            None => Ok(()),
+        };
+        let caller = invocation.caller.clone();
+        let admitted = identified
+            .and(valid_id)
+            .and_then(|()| self.admit(invocation, &request_id));
         let admitted = match admitted {
             Ok(admitted) => admitted,
             Err(error) => return Err(self.refuse(record, error)),
         };
         record.argv = Some(admitted.argv.clone());
+        // Awaited in the request future: a caller that goes away while queued for a slot
+        // simply leaves the queue.
+        let permit: Permit = match self
+            .admission
+            .admit(&caller, &admitted.tool, admitted.timeout)
+            .await
+        {
+            Ok(permit) => permit,
+            Err(error) => return Err(self.refuse(record, error.into())),
+        };
 
         let cancel = self.stop.child_token();
         // Dropping this request future (the caller went away) cancels the run; the run's task
@@ -176,6 +215,7 @@ impl Gate {
         let host = Arc::clone(&self.host);
         let run = self.runs.spawn(async move {
             let result = run(&host, admitted, cancel, events).await;
+            permit.settle(&result).await;
             finish(&audit, record, result)
         });
         let result = run.await.unwrap_or_else(|join| {

@@ -11,6 +11,7 @@
 //! | [`auth`] | who is calling, from the connection |
 //! | [`policy`] | the tools and their rules, loaded from TOML |
 //! | [`command`] | shell-free splitting and argument rules |
+//! | [`admission`] | caller authorization, rate limits, concurrency, quotas, circuit breakers |
 //! | [`gate`] | the pipeline of one invocation, from request to audit record |
 //! | [`sandbox`] | the sandbox: prepared in the parent, applied by the child |
 //! | [`supervise`] | stdin, capped output, deadline, cancellation, killing the tree |
@@ -23,6 +24,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod api;
 pub mod audit;
 pub mod auth;

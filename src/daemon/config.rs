@@ -33,6 +33,38 @@ pub struct Config {
     pub policy_vars: Vars,
     /// The user tools run as when the daemon is root and their policy names none.
     pub run_as: String,
+
+    // Identity and admission control.
+    /// Whether TCP without TLS or tokens is allowed (anonymous callers, by address).
+    pub insecure_tcp: bool,
+    /// TLS for the TCP listener.
+    pub tls: Option<TlsFiles>,
+    /// Bearer tokens: name → SHA-256 of the token, lowercase hex.
+    pub tokens: BTreeMap<String, String>,
+    /// Callers, rates, concurrency, quotas.
+    pub admission: crate::admission::Settings,
+    /// Where limits and quotas are kept.
+    pub store: crate::admission::config::StoreConfig,
+}
+
+/// `[tls]`: the TCP listener's certificate, key, and the CA its clients' certificates must
+/// chain to (mutual TLS: with `client_ca`, a client certificate is required).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Server certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Server private key, PEM.
+    pub key: PathBuf,
+    /// CA for client certificates, PEM; absent: no client certificates (tokens then).
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -49,6 +81,11 @@ impl Default for Config {
             },
             policy_vars: Vars::new(),
             run_as: "nobody".to_owned(),
+            insecure_tcp: false,
+            tls: None,
+            tokens: BTreeMap::new(),
+            admission: crate::admission::Settings::default(),
+            store: crate::admission::config::StoreConfig::default(),
         }
     }
 }
@@ -66,6 +103,15 @@ struct ConfigFile {
     run_as: Option<String>,
     #[serde(default)]
     policy_vars: BTreeMap<String, PathBuf>,
+    // Identity and admission control.
+    default_callers: Option<Vec<String>>,
+    state_dir: Option<PathBuf>,
+    insecure_tcp: Option<bool>,
+    tls: Option<TlsFile>,
+    #[serde(default)]
+    tokens: BTreeMap<String, String>,
+    #[serde(default)]
+    admission: crate::admission::config::AdmissionFile,
 }
 
 /// Why the configuration could not be read.
@@ -137,6 +183,36 @@ impl Config {
         if let Some(n) = file.max_stdin_bytes {
             config.limits.max_stdin_bytes = n;
         }
+        // Identity and admission control.
+        config.insecure_tcp = file.insecure_tcp.unwrap_or(false);
+        config.tls = file.tls.map(|t| TlsFiles {
+            cert: resolve(t.cert),
+            key: resolve(t.key),
+            client_ca: t.client_ca.map(resolve),
+        });
+        for (name, digest) in file.tokens {
+            let digest = digest.strip_prefix("sha256:").unwrap_or(&digest);
+            if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(
+                    0,
+                    format!(
+                        "tokens.{name}: store the token's SHA-256 as 64 hex digits (`toolgate token-hash`), never the token"
+                    ),
+                ));
+            }
+            config.tokens.insert(name, digest.to_ascii_lowercase());
+        }
+        if let Some(dir) = file.state_dir {
+            config.store.state_dir = resolve(dir);
+        }
+        crate::admission::config::apply(
+            file.default_callers,
+            file.admission,
+            &mut config.admission,
+            &mut config.store,
+        )
+        .map_err(|m| invalid(0, m))?;
+
         for (name, value) in file.policy_vars {
             let value = resolve(value);
             // Canonical so landlock rules and policy paths name the same place.

@@ -5,6 +5,7 @@
 //! SIGINT starts a drain: listeners stop accepting, new invocations are refused, invocations in
 //! flight may finish within `drain_timeout`, after which they are killed (and still audited).
 
+mod access;
 pub mod config;
 
 use std::io;
@@ -61,6 +62,9 @@ pub enum Error {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Server(#[from] tonic::transport::Error),
+    /// Identity or admission settings are unusable (TLS files, plain TCP, the limits store).
+    #[error("{0}")]
+    Access(String),
 }
 
 /// Starts the daemon with `config` and runs until SIGTERM or SIGINT has drained it.
@@ -79,6 +83,8 @@ pub async fn serve(config: Config) -> Result<(), Error> {
     tracing::info!(path = %config.audit_log.display(), "audit log open");
     let host = prepare_host(&config)?;
 
+    let access = access::prepare(&config, &policy)?;
+
     let unix = bind_unix(&config.socket)?;
     let tcp = match config.listen {
         Some(addr) => {
@@ -88,10 +94,7 @@ pub async fn serve(config: Config) -> Result<(), Error> {
                     address: addr.to_string(),
                     source,
                 })?;
-            tracing::warn!(
-                %addr,
-                "listening on TCP WITHOUT authentication or encryption: anyone who can reach this address can run tools"
-            );
+            access::announce_tcp(&config, addr);
             Some(listener)
         }
         None => None,
@@ -99,15 +102,29 @@ pub async fn serve(config: Config) -> Result<(), Error> {
 
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
-    let gate = Arc::new(Gate::new(host, policy, audit, config.limits));
-    let result = run(unix, tcp, Arc::clone(&gate), shutdown, config.drain_timeout).await;
+    let gate = Arc::new(Gate::new(
+        host,
+        policy,
+        audit,
+        config.limits,
+        access.admission,
+    ));
+    let result = run_with(
+        unix,
+        tcp,
+        Arc::clone(&gate),
+        access.auth,
+        access.tls,
+        shutdown,
+        config.drain_timeout,
+    )
+    .await;
     let _ = std::fs::remove_file(&config.socket);
     result
 }
 
-/// Serves on the given listeners until `shutdown`, then drains within `drain_timeout`.
-///
-/// The same entry point serves tests and production.
+/// Serves on the given listeners until `shutdown`, then drains within `drain_timeout`; callers
+/// are identified by their peer credentials only, and TCP is plain (for tests).
 pub async fn run(
     unix: UnixListener,
     tcp: Option<TcpListener>,
@@ -115,7 +132,23 @@ pub async fn run(
     shutdown: CancellationToken,
     drain_timeout: Duration,
 ) -> Result<(), Error> {
-    let service = Service::new(Arc::clone(&gate));
+    let auth = Arc::new(crate::auth::Authenticator::new(&Default::default(), true));
+    run_with(unix, tcp, gate, auth, None, shutdown, drain_timeout).await
+}
+
+/// [`run`] with the authenticator and the TCP listener's TLS settings.
+///
+/// The same entry point serves tests and production.
+pub async fn run_with(
+    unix: UnixListener,
+    tcp: Option<TcpListener>,
+    gate: Arc<Gate>,
+    auth: Arc<crate::auth::Authenticator>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    shutdown: CancellationToken,
+    drain_timeout: Duration,
+) -> Result<(), Error> {
+    let service = Service::new(Arc::clone(&gate), auth);
     let unix_server = Server::builder()
         .add_service(service.clone().into_server())
         .serve_with_incoming_shutdown(UnixListenerStream::new(unix), {
@@ -125,7 +158,11 @@ pub async fn run(
     let tcp_server = async {
         match tcp {
             Some(listener) => {
-                Server::builder()
+                let mut builder = Server::builder();
+                if let Some(tls) = tls {
+                    builder = builder.tls_config(tls)?;
+                }
+                builder
                     .add_service(service.into_server())
                     .serve_with_incoming_shutdown(TcpListenerStream::new(listener), {
                         let shutdown = shutdown.clone();

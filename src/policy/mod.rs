@@ -61,6 +61,8 @@ pub struct Tool {
     pub sandbox: Profile,
     /// The policy file that defines it.
     pub source: PathBuf,
+    /// Who may call it and its limits.
+    pub admission: crate::admission::ToolAdmission,
 }
 
 impl Tool {
@@ -211,6 +213,16 @@ fn compile(
     let (env_allow, env_set) = compile_env(spec.env, &mut problems);
     let seccomp_span = spec.sandbox.seccomp.as_ref().map(Spanned::span);
     let sandbox_spec = compile_sandbox(spec.sandbox, vars, &mut problems);
+    let admission = crate::admission::spec::compile_tool(
+        crate::admission::spec::ToolKeys {
+            callers: spec.callers,
+            rate_limit: spec.rate_limit,
+            max_concurrent: spec.max_concurrent,
+            quota: spec.quota,
+            breaker: spec.breaker,
+        },
+        &mut problems,
+    );
 
     if let Some(rules) = &rules {
         check_examples(rules, &spec.examples, &mut problems);
@@ -243,6 +255,7 @@ fn compile(
         max_output,
         sandbox,
         source: source.to_owned(),
+        admission,
     })
 }
 

@@ -48,6 +48,18 @@ pub struct ToolSpec {
     /// Examples checked at load.
     #[serde(default)]
     pub examples: ExamplesSpec,
+
+    // Admission control (see `crate::admission::spec` for the meaning of each key).
+    /// Who may call the tool; the daemon's `default_callers` when absent.
+    pub callers: Option<Vec<Spanned<String>>>,
+    /// Rate limits.
+    pub rate_limit: Option<Spanned<crate::admission::spec::RateLimitSpec>>,
+    /// Most invocations of this tool in flight at once.
+    pub max_concurrent: Option<Spanned<u32>>,
+    /// Quota per caller on this tool.
+    pub quota: Option<Spanned<crate::admission::spec::QuotaSpec>>,
+    /// Circuit breaker.
+    pub breaker: Option<Spanned<crate::admission::spec::BreakerSpec>>,
 }
 
 /// `[tool.NAME.arguments]`.

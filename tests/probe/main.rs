@@ -71,6 +71,7 @@ usage: toolgate-probe SUBCOMMAND [ARGS]
   alloc MIB               allocate MIB MiB and touch every page; ok <MIB>
   fill PATH MIB           write MIB MiB of zeros to PATH; on failure written=<k> + errno
   exit CODE               exit with CODE, no output
+  overlap DIR SECS        mark itself running in DIR for SECS; ok <most marks seen at once>
   signal SIG              raise SIG on self; ok if the process survives
   setuid-exec PATH        execv(PATH, [PATH])
 ";
@@ -787,6 +788,28 @@ fn sleep(duration: Duration) -> Attempt {
     ok()
 }
 
+/// Measures concurrency from the inside: creates DIR/<pid> while it runs and counts the marks
+/// present at its start and its end. Marks are only ever present while their runs are alive,
+/// so the count never overstates how many ran at once.
+fn overlap(dir: &OsStr, duration: Duration) -> Attempt {
+    let dir = std::path::Path::new(dir);
+    // Pids repeat across sandboxes (each has its own pid namespace): add the time.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mark = dir.join(format!("{}-{nanos}", getpid()));
+    io(fs::write(&mark, ""))?;
+    let count = || fs::read_dir(dir).map(|entries| entries.count());
+    let first = count();
+    std::thread::sleep(duration);
+    let last = count();
+    let _ = fs::remove_file(&mark);
+    match (first, last) {
+        (Ok(a), Ok(b)) => Ok(Report::Ok(a.max(b).to_string())),
+        (Err(e), _) | (_, Err(e)) => io(Err(e)),
+    }
+}
+
 fn fork_grandchild() -> Attempt {
     match fork()? {
         Forked::Child => {
@@ -986,6 +1009,7 @@ fn run(cmd: &str, args: &[OsString]) -> Attempt {
         ("alloc", [mib]) => alloc(num(mib)),
         ("fill", [path, mib]) => fill(path, num(mib)),
         ("exit", [code]) => exit(num(code)),
+        ("overlap", [dir, secs]) => overlap(dir, seconds(secs)),
         ("signal", [sig]) => signal(num(sig)),
         ("setuid-exec", [path]) => setuid_exec(path),
         _ if known(cmd) => usage(&format!("wrong arguments for {cmd}")),

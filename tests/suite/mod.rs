@@ -1,5 +1,6 @@
 //! The harness: start a daemon with a policy written by the test, call it, read its audit log.
 
+mod admission;
 mod cli;
 mod escape;
 mod invocation;
@@ -77,10 +78,19 @@ impl Daemon {
         let socket = root.join("toolgate.sock");
         let audit = root.join("audit.jsonl");
         let config = root.join("toolgate.toml");
+        // Admission: the test's own uid may call every tool unless the test says otherwise;
+        // quota state in the temporary directory unless the test names its own.
+        let mut admission = String::new();
+        if !config_extra.contains("default_callers") {
+            admission += &format!("default_callers = [\"uid:{}\"]\n", current_uid());
+        }
+        if !config_extra.contains("state_dir") {
+            admission += &format!("state_dir = {:?}\n", root.join("state"));
+        }
         std::fs::write(
             &config,
             format!(
-                "socket = {socket:?}\npolicy_dir = {policies:?}\naudit_log = {audit:?}\n{config_extra}\n\
+                "socket = {socket:?}\npolicy_dir = {policies:?}\naudit_log = {audit:?}\n{admission}{config_extra}\n\
                  [policy_vars]\nprobe = {PROBE:?}\nwork = {work:?}\nro = {ro:?}\noutside = {outside:?}\n"
             ),
         )
@@ -196,6 +206,12 @@ impl Drop for Daemon {
         let _ = self.process.kill();
         let _ = self.process.wait();
     }
+}
+
+/// The effective uid of the tests (and so of their clients).
+pub fn current_uid() -> u32 {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
 }
 
 /// A request with `args`.
