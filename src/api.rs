@@ -21,6 +21,10 @@ pub mod pb {
     tonic::include_proto!("toolgate.v1");
 }
 
+/// The encoded descriptors of `toolgate.v1`, for the reflection service.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/toolgate_descriptor.bin"));
+
 /// The service, over a shared gate.
 #[derive(Clone)]
 pub struct Service {

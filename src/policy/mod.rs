@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use crate::audit::redact::Redactor;
 use crate::command::rules::{ArgRules, Pattern};
 use crate::command::{self, Position};
 use crate::sandbox::{self, Limits, Network, Profile};
@@ -60,6 +61,8 @@ pub struct Tool {
     pub sandbox: Profile,
     /// The policy file that defines it.
     pub source: PathBuf,
+    /// Secret arguments to hide in audit records (`audit.redact`).
+    pub redact: Redactor,
 }
 
 impl Tool {
@@ -209,6 +212,7 @@ fn compile(
     let rules = compile_rules(spec.arguments, &mut problems);
     let (env_allow, env_set) = compile_env(spec.env, &mut problems);
     let sandbox_spec = compile_sandbox(spec.sandbox, vars, &mut problems);
+    let redact = compile_redact(&spec.audit.redact, &mut problems);
 
     if let Some(rules) = &rules {
         check_examples(rules, &spec.examples, &mut problems);
@@ -236,7 +240,19 @@ fn compile(
         max_output,
         sandbox,
         source: source.to_owned(),
+        redact,
     })
+}
+
+/// Compiles `audit.redact`, reporting each pattern that does not compile at its place.
+fn compile_redact(patterns: &[Spanned<String>], problems: &mut Problems) -> Redactor {
+    for pattern in patterns {
+        if let Err(e) = Redactor::new(&[pattern.get_ref()]) {
+            problems.push((pattern.span(), e));
+        }
+    }
+    let sources: Vec<&String> = patterns.iter().map(Spanned::get_ref).collect();
+    Redactor::new(&sources).unwrap_or_default()
 }
 
 /// Keeps the value, or records the problem at `span` and gives None.

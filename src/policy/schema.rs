@@ -48,6 +48,20 @@ pub struct ToolSpec {
     /// Examples checked at load.
     #[serde(default)]
     pub examples: ExamplesSpec,
+    /// What the audit log keeps of the tool's invocations.
+    #[serde(default)]
+    pub audit: AuditSpec,
+}
+
+/// `[tool.NAME.audit]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSpec {
+    /// Regular expressions for secret arguments, matched against whole arguments; what they
+    /// match (or, with groups, what the groups capture) is replaced before the record is
+    /// written, e.g. `['--password=(.*)']`.
+    #[serde(default)]
+    pub redact: Vec<Spanned<String>>,
 }
 
 /// `[tool.NAME.arguments]`.

@@ -162,15 +162,15 @@ impl Daemon {
             .collect()
     }
 
-    /// The single audit record of `request_id` (waits briefly: records of cancelled runs are
-    /// written after the caller has gone).
+    /// The final audit record of `request_id`: its `end` or `refusal` (waits briefly: records
+    /// of cancelled runs are written after the caller has gone).
     pub fn record(&self, request_id: &str) -> serde_json::Value {
         let start = Instant::now();
         loop {
             let matching: Vec<_> = self
                 .audit_records()
                 .into_iter()
-                .filter(|r| r["request_id"] == request_id)
+                .filter(|r| r["request_id"] == request_id && r["event"] != "start")
                 .collect();
             match matching.len() {
                 1 => return matching.into_iter().next().expect("one record"),
