@@ -195,6 +195,10 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
 /// Runs the command line; errors print to stderr with exit code 125.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve(_)) {
+        // Before the runtime's threads exist: this clears LISTEN_FDS from the environment.
+        daemon::systemd::capture_passed_socket();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -7,6 +7,7 @@
 //! times the service out, which is the right outcome for a manager that cannot be told).
 
 use std::os::unix::net::UnixListener;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use sd_notify::NotifyState;
@@ -59,9 +60,31 @@ pub fn spawn_watchdog(stop: CancellationToken) {
     });
 }
 
+/// The socket taken by [`capture_passed_socket`], until `serve` takes it.
+static CAPTURED: OnceLock<Mutex<Option<std::io::Result<Option<UnixListener>>>>> = OnceLock::new();
+
+/// Takes the socket systemd passed, if any, and clears `LISTEN_FDS`/`LISTEN_PID`. Call it
+/// first thing in `main`, before any thread starts: clearing the environment is only sound
+/// while the process has one thread.
+pub fn capture_passed_socket() {
+    let taken = take_passed_socket();
+    let _ = CAPTURED.set(Mutex::new(Some(taken)));
+}
+
 /// The Unix listening socket systemd passed (`LISTEN_FDS`, for this process by
-/// `LISTEN_PID`), if any.
+/// `LISTEN_PID`), if any: the one [`capture_passed_socket`] took, or else taken now.
 pub fn passed_unix_listener() -> std::io::Result<Option<UnixListener>> {
+    match CAPTURED.get() {
+        Some(slot) => slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or(Ok(None)),
+        None => take_passed_socket(),
+    }
+}
+
+fn take_passed_socket() -> std::io::Result<Option<UnixListener>> {
     let mut fds = listenfd::ListenFd::from_env();
     if fds.len() == 0 {
         return Ok(None);
