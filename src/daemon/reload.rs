@@ -178,3 +178,24 @@ pub fn watch(
     watcher.watch(dir, RecursiveMode::NonRecursive)?;
     Ok(watcher)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reload record is part of the audit log's contract, like the invocation record.
+    #[test]
+    fn reload_record_shape_is_stable() {
+        let rejected = ReloadRecord {
+            time: "2026-11-21T13:00:00.000Z".into(),
+            event: "policy_reload",
+            rule: "policy.reload",
+            decision: "rejected",
+            trigger: Trigger::Watch,
+            policy_dir: "/etc/toolgate/policies.d".into(),
+            tools: None,
+            message: Some("/etc/toolgate/policies.d/x.toml:3:1: unknown field `timeuot`".into()),
+        };
+        insta::assert_json_snapshot!(rejected);
+    }
+}

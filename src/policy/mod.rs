@@ -690,6 +690,16 @@ deny = ["notes.txt"]
     }
 
     #[test]
+    fn redaction_patterns_are_checked_at_load() {
+        let e = errors("[tool.e]\nprogram = \"/bin/echo\"\n[tool.e.audit]\nredact = [\"(open\"]\n");
+        assert!(
+            e[0].starts_with("p.toml:4:11: tool `e`: invalid redaction pattern `(open`"),
+            "{}",
+            e[0]
+        );
+    }
+
+    #[test]
     fn dangerous_env_cannot_be_allowed() {
         let e =
             errors("[tool.e]\nprogram = \"/bin/echo\"\n[tool.e.env]\nallow = [\"LD_PRELOAD\"]\n");
