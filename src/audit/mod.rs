@@ -508,6 +508,38 @@ mod tests {
         verify::verify(&[path]).unwrap();
     }
 
+    #[tokio::test(flavor = "multi_thread")]
+    async fn every_durability_acknowledges_chained_records_from_many_writers() {
+        for durability in [Durability::Always, Durability::Batch, Durability::None] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.jsonl");
+            let log = Arc::new(
+                AuditLog::open(Settings {
+                    durability,
+                    batch_delay: Duration::from_millis(1),
+                    ..Settings::new(path.clone())
+                })
+                .unwrap(),
+            );
+            let writers: Vec<_> = (0..8)
+                .map(|_| {
+                    let log = Arc::clone(&log);
+                    tokio::spawn(async move {
+                        for _ in 0..25 {
+                            log.append(&sample(), Kind::End).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for writer in writers {
+                writer.await.unwrap();
+            }
+            log.close();
+            let summary = verify::verify(&[path]).unwrap();
+            assert_eq!(summary.records, 201, "{durability:?}");
+        }
+    }
+
     #[test]
     fn unwritable_location_is_an_error_that_names_it() {
         let err = AuditLog::open(Settings::new("/proc/toolgate-audit.jsonl".into())).unwrap_err();

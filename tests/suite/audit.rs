@@ -265,10 +265,28 @@ async fn root_full_disk_refuses_with_unavailable_then_recovers_by_itself() {
     if !root_or_skip("root_full_disk_refuses_with_unavailable_then_recovers_by_itself") {
         return;
     }
+    full_disk(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn root_full_disk_with_allow_keeps_running_and_writes_the_held_records_later() {
+    if !root_or_skip("root_full_disk_with_allow_keeps_running_and_writes_the_held_records_later") {
+        return;
+    }
+    full_disk(true).await;
+}
+
+/// Fills the file system under the audit log, then frees it; `allow` selects
+/// `on_audit_failure = "allow"`.
+async fn full_disk(allow: bool) {
     let logs = tempfile::tempdir().expect("tmp");
     let _tmpfs = Tmpfs::mount(logs.path(), "64k");
     let audit = logs.path().join("audit.jsonl");
-    let daemon = Daemon::start_with(PROBE_TOOL, &format!("audit_log = {audit:?}"));
+    let mode = if allow { "allow" } else { "refuse" };
+    let daemon = Daemon::start_with(
+        PROBE_TOOL,
+        &format!("audit_log = {audit:?}\non_audit_failure = \"{mode}\""),
+    );
     let mut client = daemon.client().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(daemon.channel().await);
     let serving = |status: i32| {
@@ -297,41 +315,69 @@ async fn root_full_disk_refuses_with_unavailable_then_recovers_by_itself() {
         let mut f = std::fs::File::create(&filler).expect("filler");
         while f.write_all(&[0u8; 4096]).is_ok() {}
     }
-    // The audit file's last page may still hold a record or two; then calls are refused.
-    let mut refused = None;
+    // The audit file's last page may still hold a few records; then the log fails.
+    let metrics_failing = || {
+        daemon
+            .audit_records()
+            .iter()
+            .all(|r| r["event"] != "audit_resumed")
+    };
+    let mut during = Vec::new();
     for n in 0..50 {
         let id = format!("disk-full-{n}");
-        match client
+        let result = client
             .execute(args_request("probe", &["exit", "0"], &id))
-            .await
-        {
-            Ok(_) => continue,
+            .await;
+        during.push(id);
+        match result {
+            Ok(_) if !allow => continue,
+            Ok(_) => {
+                let status = health
+                    .check(check.clone())
+                    .await
+                    .expect("health")
+                    .into_inner();
+                if !serving(status.status) {
+                    break; // the log is failing, and calls still run
+                }
+            }
             Err(status) => {
-                refused = Some((id, status));
+                assert!(
+                    !allow,
+                    "with allow, calls run through the outage: {status:?}"
+                );
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
                 break;
             }
         }
     }
-    let (_, status) = refused.expect("a full disk must stop the daemon from running tools");
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    let status = client
-        .execute(args_request("probe", &["exit", "0"], "disk-full-refused"))
-        .await
-        .expect_err("refused while the log cannot be written");
-    assert_eq!(status.code(), Code::Unavailable);
     assert!(
-        status.message().contains("audit log"),
-        "{}",
-        status.message()
+        !serving(
+            health
+                .check(check.clone())
+                .await
+                .expect("health")
+                .into_inner()
+                .status
+        ),
+        "the disk is full: health must say NOT_SERVING"
     );
-    assert!(!serving(
-        health
-            .check(check.clone())
-            .await
-            .expect("health")
-            .into_inner()
-            .status
-    ));
+    let outage = client
+        .execute(args_request("probe", &["exit", "0"], "disk-full-during"))
+        .await;
+    if allow {
+        outage.expect("allowed through the outage");
+        during.push("disk-full-during".to_owned());
+    } else {
+        let status = outage.expect_err("refused while the log cannot be written");
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(
+            status.message().contains("audit log"),
+            "{}",
+            status.message()
+        );
+    }
+    assert!(metrics_failing());
 
     // Free the space: the daemon notices by itself.
     std::fs::remove_file(&filler).expect("free space");
@@ -341,13 +387,12 @@ async fn root_full_disk_refuses_with_unavailable_then_recovers_by_itself() {
             .execute(args_request("probe", &["exit", "0"], "disk-back"))
             .await
         {
-            Ok(_) => break,
-            Err(status) => {
-                assert_eq!(status.code(), Code::Unavailable);
-                assert!(start.elapsed() < Duration::from_secs(10), "no recovery");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            Ok(_) if !metrics_failing() => break,
+            Ok(_) => {}
+            Err(status) => assert_eq!(status.code(), Code::Unavailable),
         }
+        assert!(start.elapsed() < Duration::from_secs(10), "no recovery");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(serving(
         health
@@ -379,11 +424,24 @@ async fn root_full_disk_refuses_with_unavailable_then_recovers_by_itself() {
             "no end record for {id}"
         );
     }
-    assert!(
-        records
-            .iter()
-            .all(|r| r["request_id"] != "disk-full-refused")
-    );
+    if allow {
+        // Nothing was lost: every call made during the outage has both records.
+        for id in &during {
+            let events: Vec<_> = records
+                .iter()
+                .filter(|r| r["request_id"] == id.as_str())
+                .map(|r| r["event"].clone())
+                .collect();
+            assert_eq!(events, ["start", "end"], "{id}");
+        }
+        assert_eq!(resumed[0]["records_dropped"], 0);
+    } else {
+        assert!(
+            records
+                .iter()
+                .all(|r| r["request_id"] != "disk-full-during")
+        );
+    }
     let out = Command::new(TOOLGATE)
         .args(["audit", "verify"])
         .arg(&audit)
