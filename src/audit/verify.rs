@@ -87,7 +87,8 @@ struct Line {
 
 /// Verifies the chain through `files`.
 pub fn verify(files: &[PathBuf]) -> Result<Summary, Problem> {
-    let mut texts = Vec::with_capacity(files.len());
+    // One file's bytes at a time: only the links of each line are kept.
+    let mut parsed: Vec<(PathBuf, Vec<Line>, usize)> = Vec::with_capacity(files.len());
     for path in files {
         let bytes = std::fs::read(path).map_err(|e| Problem {
             file: path.clone(),
@@ -95,13 +96,10 @@ pub fn verify(files: &[PathBuf]) -> Result<Summary, Problem> {
             breach: Breach::Unreadable,
             detail: e.to_string(),
         })?;
-        texts.push((path.clone(), bytes));
+        let (lines, torn) = parse(path, &bytes)?;
+        parsed.push((path.clone(), lines, torn));
     }
-    let mut files: Vec<(PathBuf, Vec<Line>, usize)> = Vec::new();
-    for (path, bytes) in &texts {
-        let (lines, torn) = parse(path, bytes)?;
-        files.push((path.clone(), lines, torn));
-    }
+    let mut files = parsed;
     files.sort_by_key(|(_, lines, _)| lines.first().map_or(u64::MAX, |l| l.link.seq));
     let last_file = files.len().saturating_sub(1);
     for (index, (path, _, torn)) in files.iter().enumerate() {

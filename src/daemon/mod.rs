@@ -145,13 +145,17 @@ pub async fn serve(config: Config) -> Result<(), Error> {
         }
         None => None,
     };
+    // Metrics and watchdog pings go on through the drain (which may be long, and is worth
+    // watching) and stop only when the process is about to exit.
+    let exiting = CancellationToken::new();
+    let _exiting = exiting.clone().drop_guard();
     if let Some(addr) = config.metrics_listen {
         let listener = bind_tcp(addr).await?;
         tracing::info!(%addr, "serving metrics at /metrics");
         tokio::spawn(metrics_server::serve(
             listener,
             metrics.clone(),
-            shutdown.clone(),
+            exiting.clone(),
         ));
     }
 
@@ -185,7 +189,7 @@ pub async fn serve(config: Config) -> Result<(), Error> {
         reload_rx,
         shutdown.clone(),
     ));
-    systemd::spawn_watchdog(shutdown.clone());
+    systemd::spawn_watchdog(exiting.clone());
 
     let result = run(unix, tcp, Arc::clone(&gate), shutdown, config.drain_timeout).await;
     // Every run has ended (or been given up on): write what is left and close the log.
