@@ -60,7 +60,7 @@ fn stderr_is_journal() -> bool {
 /// is not in use.
 pub fn init(json: bool) {
     let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let output = choose_output(json);
+    let mut output = choose_output(json);
     if output == Output::Journal {
         match tracing_journald::layer() {
             Ok(layer) => {
@@ -71,8 +71,9 @@ pub fn init(json: bool) {
                 return;
             }
             Err(e) => {
-                // Fall through to stderr, which systemd also forwards to the journal.
+                // Fall back to stderr, which systemd also forwards to the journal.
                 eprintln!("toolgate: cannot log to the journal ({e}); logging to stderr");
+                output = if json { Output::Json } else { Output::Text };
             }
         }
     }

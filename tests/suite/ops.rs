@@ -471,3 +471,34 @@ fn policy_explain_tells_the_decision_and_the_rule_without_running_anything() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).contains("rule:     policy.unknown_tool"));
 }
+
+#[test]
+fn journal_is_chosen_only_when_stderr_is_the_journal_stream() {
+    use std::os::unix::fs::MetadataExt;
+    if Path::new("/run/systemd/journal/socket").exists() {
+        // A real journal would take the lines this test reads from the log file.
+        eprintln!("SKIPPED journal test: this host runs journald");
+        return;
+    }
+    // JOURNAL_STREAM naming another stream: plain stderr, as if inherited by a child process.
+    let daemon = Daemon::start_custom(PROBE_TOOL, "", |command| {
+        command.env("JOURNAL_STREAM", "1:1");
+    });
+    assert!(!daemon.log().contains("journal"), "{}", daemon.log());
+    drop(daemon);
+    // JOURNAL_STREAM naming the daemon's stderr: the journal is chosen; here none listens, so
+    // the daemon says so and logs to stderr instead, still starting.
+    let daemon = Daemon::start_custom(PROBE_TOOL, "", |command| {
+        let config = command
+            .get_args()
+            .nth(2)
+            .map(PathBuf::from)
+            .expect("config path");
+        let log = config.with_file_name("daemon.log");
+        let meta = std::fs::metadata(&log).expect("log exists");
+        command.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+    });
+    daemon.wait_for(Duration::from_secs(5), "journal fallback", || {
+        daemon.log().contains("cannot log to the journal") && daemon.log().contains("ready")
+    });
+}
