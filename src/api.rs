@@ -21,6 +21,10 @@ pub mod pb {
     tonic::include_proto!("toolgate.v1");
 }
 
+/// The encoded descriptors of `toolgate.v1`, for the reflection service.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/toolgate_descriptor.bin"));
+
 /// The service, over a shared gate.
 #[derive(Clone)]
 pub struct Service {
@@ -190,7 +194,7 @@ impl pb::tool_gate_server::ToolGate for Service {
         }
         let limits = gate
             .admission()
-            .usage(&caller, gate.policy(), only)
+            .usage(&caller, &gate.policy(), only)
             .await
             .map_err(|e| crate::Error::from(e).status("usage"))?;
         Ok(Response::new(pb::Usage {

@@ -1,8 +1,11 @@
-//! Command-line interface: `serve`, `call`, `tools`, `policy check`.
+//! Command-line interface: `serve`, `call`, `tools`, `policy check|explain`, `audit verify`.
 //!
 //! Exit codes of `call`: the tool's own exit code; 128+N when a signal N killed it; 124 when it
 //! timed out (as timeout(1)); 125 when toolgate itself refused or failed (as env(1)), with the
 //! status and message on stderr.
+//!
+//! `policy check` and `audit verify` exit 1 when they find a problem; `policy explain` exits 0
+//! when the request would be allowed and 1 when it would be refused.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
@@ -16,7 +19,9 @@ use serde_json::json;
 use tonic::Code;
 
 use toolgate::api::pb;
+use toolgate::auth::Caller;
 use toolgate::daemon::{self, Config};
+use toolgate::gate::{self, Input, Invocation};
 use toolgate::policy::{self, PolicySet};
 
 /// Exit code for toolgate's own refusals and failures.
@@ -50,6 +55,9 @@ enum Command {
     Usage(UsageArgs),
     /// Print the SHA-256 of a bearer token (read from stdin) for the daemon config's [tokens].
     TokenHash,
+    /// Work with the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(clap::Args)]
@@ -62,6 +70,17 @@ struct UsageArgs {
     /// Print as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of audit files (any order; rotated files included) and report
+    /// the first modified, deleted, inserted or reordered record.
+    Verify {
+        /// The files, e.g. /var/log/toolgate/audit.jsonl*.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -144,6 +163,39 @@ enum PolicyCommand {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Tell whether a request would be allowed, and by which rule, without running anything.
+    Explain(ExplainArgs),
+}
+
+#[derive(clap::Args)]
+struct ExplainArgs {
+    /// Daemon config: its policy directory, [policy_vars] and request limits.
+    #[arg(long, default_value = "/etc/toolgate/toolgate.toml")]
+    config: PathBuf,
+    /// Directory of policy files (overrides the config's; without a readable config, the
+    /// policies may use no ${placeholders}).
+    #[arg(long)]
+    policy_dir: Option<PathBuf>,
+    /// Who asks: `unix:UID[:GID]` or `tcp:ADDRESS:PORT` (default: you, on the Unix socket).
+    #[arg(long)]
+    caller: Option<String>,
+    /// One command line, split without a shell, instead of arguments.
+    #[arg(long, conflicts_with = "args")]
+    command: Option<String>,
+    /// Environment variable the request would set, NAME=VALUE.
+    #[arg(long = "env", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Requested time limit.
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// Print the explanation as JSON.
+    #[arg(long)]
+    json: bool,
+    /// The tool.
+    tool: String,
+    /// Arguments, after `--`, exactly as a caller would pass them.
+    #[arg(last = true)]
+    args: Vec<String>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -159,6 +211,10 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
 /// Runs the command line; errors print to stderr with exit code 125.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve(_)) {
+        // Before the runtime's threads exist: this clears LISTEN_FDS from the environment.
+        daemon::systemd::capture_passed_socket();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -177,6 +233,8 @@ pub fn main() -> ExitCode {
             Command::Policy(PolicyCommand::Check { dir, config }) => policy_check(dir, config),
             Command::Usage(args) => usage(args).await,
             Command::TokenHash => token_hash(),
+            Command::Policy(PolicyCommand::Explain(args)) => policy_explain(args),
+            Command::Audit(AuditCommand::Verify { files }) => audit_verify(&files),
         }
     });
     match result {
@@ -485,4 +543,206 @@ fn token_hash() -> Result<ExitCode> {
     }
     println!("{}", toolgate::auth::token_digest(token));
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_caller(text: &str) -> Result<Caller> {
+    if let Some(addr) = text.strip_prefix("tcp:") {
+        let addr = addr
+            .parse()
+            .with_context(|| format!("`{addr}` is not ADDRESS:PORT"))?;
+        return Ok(Caller::Tcp {
+            addr,
+            cert: None,
+            token: None,
+        });
+    }
+    let ids = text.strip_prefix("unix:").with_context(|| {
+        format!("caller `{text}` is neither unix:UID[:GID] nor tcp:ADDRESS:PORT")
+    })?;
+    let (uid, gid) = match ids.split_once(':') {
+        Some((uid, gid)) => (uid, Some(gid)),
+        None => (ids, None),
+    };
+    let uid: u32 = uid
+        .parse()
+        .with_context(|| format!("`{uid}` is not a uid"))?;
+    let gid: u32 = match gid {
+        Some(gid) => gid
+            .parse()
+            .with_context(|| format!("`{gid}` is not a gid"))?,
+        None => uid,
+    };
+    Ok(Caller::Unix {
+        uid,
+        gid,
+        pid: None,
+        user: None,
+        groups: Vec::new(),
+    })
+}
+
+/// The caller this process would be on the daemon's socket.
+fn current_caller() -> Caller {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self is owned by the process's effective ids: no unsafe getuid needed.
+    match std::fs::metadata("/proc/self") {
+        Ok(meta) => Caller::Unix {
+            uid: meta.uid(),
+            gid: meta.gid(),
+            pid: None,
+            user: None,
+            groups: Vec::new(),
+        },
+        Err(_) => Caller::Unknown,
+    }
+}
+
+fn policy_explain(args: ExplainArgs) -> Result<ExitCode> {
+    let config = match (Config::load(&args.config), &args.policy_dir) {
+        (Ok(config), _) => config,
+        // Only a policy directory given: the defaults, with no placeholders.
+        (Err(_), Some(_)) => Config::default(),
+        (Err(e), None) => return Err(e.into()),
+    };
+    let dir = args.policy_dir.clone().unwrap_or(config.policy_dir.clone());
+    let set = match PolicySet::load_dir(&dir, &config.policy_vars) {
+        Ok(set) => set,
+        Err(policy::Error::Invalid(diagnostics)) => {
+            for diagnostic in &diagnostics.0 {
+                eprintln!("{diagnostic}");
+            }
+            bail!(
+                "the policies in {} are invalid ({} error(s)); `toolgate policy check` lists them",
+                dir.display(),
+                diagnostics.0.len()
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let caller = match &args.caller {
+        Some(text) => parse_caller(text)?,
+        None => current_caller(),
+    };
+    let input = match args.command {
+        Some(line) => Input::Command(line),
+        None => Input::Args(args.args),
+    };
+    let invocation = Invocation {
+        caller: caller.clone(),
+        tool: args.tool.clone(),
+        input,
+        stdin: Vec::new(),
+        env: args.env.into_iter().collect(),
+        timeout: args.timeout,
+        request_id: String::new(),
+        identity_error: None,
+    };
+    // The policy's checks, then whether this caller may call the tool at all.
+    let decision = gate::check(&set, &config.limits, &invocation).and_then(|checked| {
+        let selectors = checked
+            .tool
+            .admission
+            .callers
+            .as_ref()
+            .unwrap_or(&config.admission.default_callers);
+        if selectors.iter().any(|s| s.matches(&caller)) {
+            Ok(checked)
+        } else {
+            Err(toolgate::admission::Error::NotAllowed {
+                tool: checked.tool.name.clone(),
+                caller: caller.to_string(),
+            }
+            .into())
+        }
+    });
+    let source = set.tool(&args.tool).map(|t| t.source.display().to_string());
+    let (allowed, rule) = match &decision {
+        Ok(_) => (true, "policy".to_owned()),
+        Err(e) => (false, e.rule()),
+    };
+    if args.json {
+        let mut out = json!({
+            "tool": args.tool,
+            "caller": caller,
+            "decision": if allowed { "allowed" } else { "refused" },
+            "rule": rule,
+            "policy_file": source,
+        });
+        match &decision {
+            Ok(checked) => {
+                out["argv"] = json!(checked.argv);
+                out["env"] = json!(
+                    checked
+                        .env
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                );
+                out["timeout_seconds"] = json!(checked.timeout.as_secs_f64());
+            }
+            Err(e) => out["message"] = json!(e.to_string()),
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("tool:     {}", args.tool);
+        if let Some(source) = &source {
+            println!("policy:   {source}");
+        }
+        println!("caller:   {caller}");
+        println!("decision: {}", if allowed { "allowed" } else { "refused" });
+        println!("rule:     {rule}");
+        match &decision {
+            Ok(checked) => {
+                let shown = shlex::try_join(checked.argv.iter().map(String::as_str))
+                    .unwrap_or_else(|_| format!("{:?}", checked.argv));
+                println!("would run: {shown}");
+                for (name, value) in &checked.env {
+                    println!("env:      {name}={value}");
+                }
+                println!("timeout:  {}", humantime::format_duration(checked.timeout));
+            }
+            Err(e) => println!("reason:   {e}"),
+        }
+        println!(
+            "note:     this checks the policy only; a running daemon may still refuse for its state (draining, audit log unwritable)"
+        );
+    }
+    Ok(if allowed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn audit_verify(files: &[PathBuf]) -> Result<ExitCode> {
+    match toolgate::audit::verify::verify(files) {
+        Ok(summary) => {
+            println!(
+                "ok: {} records, seq {} to {}, in {} file(s); head {}",
+                summary.records,
+                summary.first_seq,
+                summary.last_seq,
+                files.len(),
+                summary.head
+            );
+            if let Some(previous) = &summary.continues_from {
+                println!(
+                    "note: the chain continues from {previous}, which was not given (rotated away?): records before seq {} are not checked",
+                    summary.first_seq
+                );
+            }
+            if summary.torn_tail > 0 {
+                println!(
+                    "note: the newest file ends with {} bytes of an incomplete record (a crash during a write); it was never acknowledged",
+                    summary.torn_tail
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(problem) => {
+            eprintln!("{problem}");
+            eprintln!("audit chain broken: records from there on cannot be trusted");
+            Ok(ExitCode::from(1))
+        }
+    }
 }

@@ -15,10 +15,10 @@
 //! | [`gate`] | the pipeline of one invocation, from request to audit record |
 //! | [`sandbox`] | the sandbox: prepared in the parent, applied by the child |
 //! | [`supervise`] | stdin, capped output, deadline, cancellation, killing the tree |
-//! | [`audit`] | one JSON record per request |
-//! | [`daemon`] | configuration, listeners, signals, drain |
+//! | [`audit`] | hash-chained, durable records of every request; rotation; `verify` |
+//! | [`daemon`] | configuration, listeners, signals, reload, systemd, health, drain |
 //! | [`client`] | connecting to the daemon |
-//! | [`telemetry`] | logging |
+//! | [`telemetry`] | logs (text, JSON, journal) and Prometheus metrics |
 //!
 //! Only `sandbox/sys.rs` may use `unsafe`.
 #![deny(unsafe_code)]

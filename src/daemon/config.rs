@@ -10,9 +10,41 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::audit::redact::Redactor;
+use crate::audit::{Durability, OnFailure};
 use crate::command::Position;
 use crate::gate::RequestLimits;
 use crate::policy::{self, Vars};
+
+/// The audit log's settings (`audit_*` and `on_audit_failure` keys).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditConfig {
+    /// `audit_durability`: `always`, `batch` (default) or `none`.
+    pub durability: Durability,
+    /// `audit_batch_delay`: with `batch`, how long to gather records before an fsync (0).
+    pub batch_delay: Duration,
+    /// `audit_max_bytes`: rotate the file at this size (64 MiB; 0 never rotates).
+    pub max_bytes: Option<u64>,
+    /// `audit_keep`: rotated files kept (10).
+    pub keep: usize,
+    /// `on_audit_failure`: `refuse` (default) or `allow`.
+    pub on_failure: OnFailure,
+    /// `audit_redact`: daemon-wide redaction patterns, on top of each tool's `audit.redact`.
+    pub redact: Vec<String>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Batch,
+            batch_delay: Duration::ZERO,
+            max_bytes: Some(64 << 20),
+            keep: 10,
+            on_failure: OnFailure::Refuse,
+            redact: Vec::new(),
+        }
+    }
+}
 
 /// The daemon's settings after defaults, overrides and path resolution.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,6 +77,12 @@ pub struct Config {
     pub admission: crate::admission::Settings,
     /// Where limits and quotas are kept.
     pub store: crate::admission::config::StoreConfig,
+    /// The audit log's durability, rotation, failure mode and redaction.
+    pub audit: AuditConfig,
+    /// Where to serve Prometheus metrics over HTTP (`metrics_listen`), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Whether changes in the policy directory trigger a reload (`watch_policy_dir`, true).
+    pub watch_policy_dir: bool,
 }
 
 /// `[tls]`: the TCP listener's certificate, key, and the CA its clients' certificates must
@@ -86,8 +124,19 @@ impl Default for Config {
             tokens: BTreeMap::new(),
             admission: crate::admission::Settings::default(),
             store: crate::admission::config::StoreConfig::default(),
+            audit: AuditConfig::default(),
+            metrics_listen: None,
+            watch_policy_dir: true,
         }
     }
+}
+
+/// A size written as a number of bytes or a string with a unit.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(u64),
+    Text(String),
 }
 
 #[derive(Deserialize)]
@@ -112,6 +161,14 @@ struct ConfigFile {
     tokens: BTreeMap<String, String>,
     #[serde(default)]
     admission: crate::admission::config::AdmissionFile,
+    audit_durability: Option<Durability>,
+    audit_batch_delay: Option<String>,
+    audit_max_bytes: Option<Size>,
+    audit_keep: Option<usize>,
+    on_audit_failure: Option<OnFailure>,
+    audit_redact: Option<Vec<String>>,
+    metrics_listen: Option<SocketAddr>,
+    watch_policy_dir: Option<bool>,
 }
 
 /// Why the configuration could not be read.
@@ -213,6 +270,43 @@ impl Config {
         )
         .map_err(|m| invalid(0, m))?;
 
+        if let Some(durability) = file.audit_durability {
+            config.audit.durability = durability;
+        }
+        if let Some(text) = file.audit_batch_delay {
+            config.audit.batch_delay = policy::parse_duration(&text)
+                .map_err(|m| invalid(0, format!("audit_batch_delay: {m}")))?;
+        }
+        match file.audit_max_bytes {
+            Some(Size::Bytes(0)) => config.audit.max_bytes = None,
+            Some(Size::Bytes(n)) => config.audit.max_bytes = Some(n),
+            Some(Size::Text(text)) => {
+                let n = policy::parse_byte_size(&text)
+                    .map_err(|m| invalid(0, format!("audit_max_bytes: {m}")))?;
+                config.audit.max_bytes = (n > 0).then_some(n);
+            }
+            None => {}
+        }
+        if let Some(keep) = file.audit_keep {
+            if keep == 0 {
+                return Err(invalid(
+                    0,
+                    "audit_keep must be at least 1: rotation moves the full file to .1".to_owned(),
+                ));
+            }
+            config.audit.keep = keep;
+        }
+        if let Some(mode) = file.on_audit_failure {
+            config.audit.on_failure = mode;
+        }
+        if let Some(patterns) = file.audit_redact {
+            Redactor::new(&patterns).map_err(|m| invalid(0, format!("audit_redact: {m}")))?;
+            config.audit.redact = patterns;
+        }
+        config.metrics_listen = file.metrics_listen;
+        if let Some(watch) = file.watch_policy_dir {
+            config.watch_policy_dir = watch;
+        }
         for (name, value) in file.policy_vars {
             let value = resolve(value);
             // Canonical so landlock rules and policy paths name the same place.
@@ -246,6 +340,28 @@ mod tests {
             config.policy_vars["workspace"],
             dir.path().canonicalize().unwrap().to_string_lossy()
         );
+
+        assert_eq!(config.audit, AuditConfig::default());
+        assert_eq!(config.metrics_listen, None);
+
+        std::fs::write(
+            &path,
+            "audit_durability = \"always\"\naudit_max_bytes = \"1MiB\"\naudit_keep = 3\non_audit_failure = \"allow\"\naudit_redact = [\"--password=(.*)\"]\nmetrics_listen = \"127.0.0.1:9464\"\n",
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.audit.durability, Durability::Always);
+        assert_eq!(config.audit.max_bytes, Some(1 << 20));
+        assert_eq!(config.audit.keep, 3);
+        assert_eq!(config.audit.on_failure, OnFailure::Allow);
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+
+        std::fs::write(&path, "audit_durability = \"sometimes\"\n").unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("toolgate.toml:1:20"), "{err}");
 
         std::fs::write(&path, "socket = \"a\"\nsockett = \"b\"\n").unwrap();
         let err = Config::load(&path).unwrap_err().to_string();

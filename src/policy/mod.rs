@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use crate::audit::redact::Redactor;
 use crate::command::rules::{ArgRules, Pattern};
 use crate::command::{self, Position};
 use crate::sandbox::{self, DenyAction, Limits, Network, Profile, SeccompSpec, TcpPorts};
@@ -63,6 +64,8 @@ pub struct Tool {
     pub source: PathBuf,
     /// Who may call it and its limits.
     pub admission: crate::admission::ToolAdmission,
+    /// Secret arguments to hide in audit records (`audit.redact`).
+    pub redact: Redactor,
 }
 
 impl Tool {
@@ -223,6 +226,7 @@ fn compile(
         },
         &mut problems,
     );
+    let redact = compile_redact(&spec.audit.redact, &mut problems);
 
     if let Some(rules) = &rules {
         check_examples(rules, &spec.examples, &mut problems);
@@ -256,7 +260,19 @@ fn compile(
         sandbox,
         source: source.to_owned(),
         admission,
+        redact,
     })
+}
+
+/// Compiles `audit.redact`, reporting each pattern that does not compile at its place.
+fn compile_redact(patterns: &[Spanned<String>], problems: &mut Problems) -> Redactor {
+    for pattern in patterns {
+        if let Err(e) = Redactor::new(&[pattern.get_ref()]) {
+            problems.push((pattern.span(), e));
+        }
+    }
+    let sources: Vec<&String> = patterns.iter().map(Spanned::get_ref).collect();
+    Redactor::new(&sources).unwrap_or_default()
 }
 
 /// Keeps the value, or records the problem at `span` and gives None.
@@ -796,6 +812,16 @@ deny = ["notes.txt"]
             err.to_string()
                 .contains("b.toml:1:7: tool `echo` is already defined in a.toml"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn redaction_patterns_are_checked_at_load() {
+        let e = errors("[tool.e]\nprogram = \"/bin/echo\"\n[tool.e.audit]\nredact = [\"(open\"]\n");
+        assert!(
+            e[0].starts_with("p.toml:4:11: tool `e`: invalid redaction pattern `(open`"),
+            "{}",
+            e[0]
         );
     }
 

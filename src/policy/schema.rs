@@ -60,6 +60,20 @@ pub struct ToolSpec {
     pub quota: Option<Spanned<crate::admission::spec::QuotaSpec>>,
     /// Circuit breaker.
     pub breaker: Option<Spanned<crate::admission::spec::BreakerSpec>>,
+    /// What the audit log keeps of the tool's invocations.
+    #[serde(default)]
+    pub audit: AuditSpec,
+}
+
+/// `[tool.NAME.audit]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSpec {
+    /// Regular expressions for secret arguments, matched against whole arguments; what they
+    /// match (or, with groups, what the groups capture) is replaced before the record is
+    /// written, e.g. `['--password=(.*)']`.
+    #[serde(default)]
+    pub redact: Vec<Spanned<String>>,
 }
 
 /// `[tool.NAME.arguments]`.

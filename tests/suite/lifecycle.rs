@@ -150,3 +150,33 @@ async fn streamed_output_arrives_in_order_between_started_and_exited() {
     assert!(result.stdout_truncated && result.stdout.is_empty());
     assert_eq!(exit_code(&result), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_kills_what_the_drain_leaves_and_every_start_has_its_end() {
+    let mut daemon = Daemon::start_with(PROBE_TOOL, "drain_timeout = \"700ms\"");
+    let mut streams = Vec::new();
+    for n in 0..4 {
+        // Two finish within the drain, two are killed at its end.
+        let secs = if n % 2 == 0 { "0.2" } else { "30" };
+        streams.push(start_streaming(&daemon, &["sleep", secs], &format!("stop-{n}")).await);
+    }
+    let began = std::time::Instant::now();
+    daemon.signal(libc::SIGTERM);
+    let status = daemon.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "daemon exit: {status}\n{}", daemon.log());
+    assert!(
+        began.elapsed() < Duration::from_secs(7),
+        "the drain is bounded by drain_timeout plus the kill grace"
+    );
+    drop(streams);
+    for n in 0..4 {
+        let id = format!("stop-{n}");
+        let records = daemon.records_of(&id);
+        let events: Vec<_> = records.iter().map(|r| r["event"].clone()).collect();
+        assert_eq!(events, ["start", "end"], "{id}: {records:#?}");
+        let cancelled = records[1]["outcome"]["cancelled"] == true;
+        assert_eq!(cancelled, n % 2 == 1, "{id}: {:#?}", records[1]);
+    }
+    let out = daemon.verify_audit();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

@@ -1,10 +1,13 @@
 //! The harness: start a daemon with a policy written by the test, call it, read its audit log.
 
 mod admission;
+mod audit;
 mod cli;
 mod escape;
 mod invocation;
 mod lifecycle;
+mod ops;
+mod systemd;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -61,6 +64,16 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with extra top-level config lines.
     pub fn start_with(policy: &str, config_extra: &str) -> Self {
+        Self::start_custom(policy, config_extra, |_| {})
+    }
+
+    /// Like [`Daemon::start_with`]; `customize` adds arguments, environment or a pre-exec
+    /// hook to the daemon's command before it is spawned.
+    pub fn start_custom(
+        policy: &str,
+        config_extra: &str,
+        customize: impl FnOnce(&mut Command),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().canonicalize().expect("canonical temp dir");
         let work = root.join("work");
@@ -76,8 +89,17 @@ impl Daemon {
         std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o777)).expect("chmod");
         std::fs::write(policies.join("test.toml"), policy).expect("write policy");
         let socket = root.join("toolgate.sock");
-        let audit = root.join("audit.jsonl");
         let config = root.join("toolgate.toml");
+        // A test may put the audit log elsewhere (e.g. on a small file system).
+        let extra: toml::Table = toml::from_str(config_extra).expect("config_extra is TOML");
+        let (audit, audit_line) = match extra.get("audit_log").and_then(|v| v.as_str()) {
+            Some(path) => (PathBuf::from(path), String::new()),
+            None => {
+                let audit = root.join("audit.jsonl");
+                let line = format!("audit_log = {audit:?}\n");
+                (audit, line)
+            }
+        };
         // Admission: the test's own uid may call every tool unless the test says otherwise;
         // quota state in the temporary directory unless the test names its own.
         let mut admission = String::new();
@@ -90,21 +112,22 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "socket = {socket:?}\npolicy_dir = {policies:?}\naudit_log = {audit:?}\n{admission}{config_extra}\n\
+                "socket = {socket:?}\npolicy_dir = {policies:?}\n{audit_line}{admission}{config_extra}\n\
                  [policy_vars]\nprobe = {PROBE:?}\nwork = {work:?}\nro = {ro:?}\noutside = {outside:?}\n"
             ),
         )
         .expect("write config");
         let log = std::fs::File::create(root.join("daemon.log")).expect("log file");
-        let process = Command::new(TOOLGATE)
+        let mut command = Command::new(TOOLGATE);
+        command
             .args(["serve", "--config"])
             .arg(&config)
             .env("TOOLGATE_TEST_SECRET", "daemon-only")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("start toolgate serve");
+            .stderr(log);
+        customize(&mut command);
+        let process = command.spawn().expect("start toolgate serve");
         let mut daemon = Self {
             process,
             dir,
@@ -130,6 +153,57 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("daemon did not listen within 20 s:\n{}", self.log());
+    }
+
+    /// The directory of policy files.
+    pub fn policies(&self) -> PathBuf {
+        self.work.parent().expect("root").join("policies")
+    }
+
+    /// Every audit record of `request_id` so far, in file order.
+    pub fn records_of(&self, request_id: &str) -> Vec<serde_json::Value> {
+        self.audit_records()
+            .into_iter()
+            .filter(|r| r["request_id"] == request_id)
+            .collect()
+    }
+
+    /// A channel for the health and reflection services.
+    pub async fn channel(&self) -> Channel {
+        toolgate::client::channel_unix(&self.socket)
+            .await
+            .expect("connect to daemon")
+    }
+
+    /// Runs `toolgate audit verify` on the daemon's audit files.
+    pub fn verify_audit(&self) -> std::process::Output {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .expect("read dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("audit.jsonl"))
+            })
+            .collect();
+        files.sort();
+        Command::new(TOOLGATE)
+            .args(["audit", "verify"])
+            .args(&files)
+            .output()
+            .expect("run toolgate audit verify")
+    }
+
+    /// Waits until `condition` holds, up to `limit`.
+    pub fn wait_for(&self, limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !condition() {
+            assert!(
+                start.elapsed() < limit,
+                "{what}: not within {limit:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The daemon's log so far.
@@ -180,15 +254,15 @@ impl Daemon {
             .collect()
     }
 
-    /// The single audit record of `request_id` (waits briefly: records of cancelled runs are
-    /// written after the caller has gone).
+    /// The final audit record of `request_id`: its `end` or `refusal` (waits briefly: records
+    /// of cancelled runs are written after the caller has gone).
     pub fn record(&self, request_id: &str) -> serde_json::Value {
         let start = Instant::now();
         loop {
             let matching: Vec<_> = self
                 .audit_records()
                 .into_iter()
-                .filter(|r| r["request_id"] == request_id)
+                .filter(|r| r["request_id"] == request_id && r["event"] != "start")
                 .collect();
             match matching.len() {
                 1 => return matching.into_iter().next().expect("one record"),
