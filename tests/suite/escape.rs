@@ -527,3 +527,54 @@ async fn an_unprivileged_daemon_sandboxes_with_user_namespaces_as_root() {
     assert_eq!(code, 0);
     assert!(wait_untagged(&tag, Duration::from_secs(5)).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn network_allow_reaches_the_host_network_on_the_listed_ports_only() {
+    let listen = || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(2) {
+                drop(stream);
+            }
+        });
+        addr
+    };
+    let (allowed, other) = (listen(), listen());
+    let policy = format!(
+        r#"
+[tool.net]
+program = "${{probe}}"
+cwd = "${{work}}"
+[tool.net.sandbox]
+network = "allow"
+tcp_connect = [{}]
+"#,
+        allowed.port()
+    );
+    let daemon = Daemon::start(&policy);
+    let (code, out) = run(
+        &daemon,
+        "net",
+        &["tcp-connect", &allowed.to_string()],
+        "net-allowed",
+    )
+    .await;
+    assert_eq!(
+        code, 0,
+        "the listed port on the host's loopback is reachable: {out}"
+    );
+    let (code, out) = run(
+        &daemon,
+        "net",
+        &["tcp-connect", &other.to_string()],
+        "net-other",
+    )
+    .await;
+    assert_eq!(code, 10, "{out}");
+    assert!(
+        out.contains("EACCES"),
+        "an unlisted port is refused by landlock: {out}"
+    );
+    allowed_outside(&["tcp-connect", &other.to_string()]);
+}
