@@ -7,7 +7,7 @@
 //! median as a ratio to the raw spawn's. Results are recorded in docs/BENCHMARKS.md.
 //!
 //! Environment: `BENCH_ITERATIONS` (default 400), `BENCH_SECONDS` for each throughput run
-//! (default 3).
+//! (default 3), `BENCH_RUNNERS` (comma-separated subset of `raw,toolgate,bwrap`; default all).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
