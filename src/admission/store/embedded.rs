@@ -136,6 +136,8 @@ impl Embedded {
                 .map_err(|e| open_error(dir.to_owned(), e.to_string()))?;
         }
 
+        // The compactor first: if a thread cannot start, none is left behind waiting.
+        let compactor = Compactor::start(db, dir.to_owned())?;
         let quota = Arc::new(Shared {
             ledger: Mutex::new(Ledger {
                 counters,
@@ -179,7 +181,7 @@ impl Embedded {
             quota,
             durable,
             syncer,
-            compactor: Compactor::start(db, dir.to_owned())?,
+            compactor,
             compact_every,
         })
     }
@@ -534,6 +536,24 @@ mod tests {
         let store = open(dir.path(), NEVER);
         assert_eq!(store.read_at("a", T0), [4, 0, 0, 0]);
         assert_eq!(store.read_at("b", T0), [2, 7, 0, 0]);
+    }
+
+    #[test]
+    fn a_failed_write_refuses_and_counts_nothing_then_a_new_segment_takes_over() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open(dir.path(), NEVER);
+            assert!(admit(&store, "a", 10));
+            store.ledger().journal.fail_next_write();
+            let failed = store.reserve_at(&[charge("a", 10)], T0);
+            assert!(matches!(failed, Err(Error::JournalWrite { .. })));
+            assert_eq!(store.read_at("a", T0), [1, 0, 0, 0]);
+            // The old segment may end in a torn record: the next write goes to a new one.
+            assert!(admit(&store, "a", 10));
+            assert_eq!(segment_files(dir.path()).len(), 2);
+        }
+        let store = open(dir.path(), NEVER);
+        assert_eq!(store.read_at("a", T0), [2, 0, 0, 0]);
     }
 
     #[test]

@@ -248,6 +248,13 @@ impl Journal {
         self.records
     }
 
+    /// Makes the next write fail, as a full disk would.
+    #[cfg(test)]
+    pub fn fail_next_write(&mut self) {
+        let path = segment_path(&self.dir, self.generation);
+        self.file = Arc::new(File::open(path).expect("reopen read-only"));
+    }
+
     /// The directory of the segments.
     pub fn dir(&self) -> &Path {
         &self.dir
