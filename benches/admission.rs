@@ -5,6 +5,8 @@
 //! `cargo bench --bench admission` prints p50/p99 for the embedded store, and for Redis when a
 //! `redis-server` binary is installed (started here on a free loopback port, killed at the end).
 //! Own harness (no criterion) to keep cold builds short; latencies are per call, sequential.
+//! Then the throughput of admit + settle with 32 callers at once, where the group commit of
+//! `state_fsync = true` shows (sequential calls cannot share a flush).
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -20,6 +22,8 @@ use toolgate::sandbox::{ExitStatus, Usage};
 use toolgate::supervise::{Outcome, Output};
 
 const ITERATIONS: usize = 20_000;
+/// Callers in flight at once in the throughput run (below the tool's `max_concurrent`).
+const CONCURRENCY: usize = 32;
 
 const POLICY: &str = r#"
 [tool.echo]
@@ -64,7 +68,11 @@ async fn measure(name: &str, store: StoreConfig) {
         ),
         ..Settings::default()
     };
-    let admission = Admission::new(settings, open_store(&store).expect("store"), &policy);
+    let admission = Arc::new(Admission::new(
+        settings,
+        open_store(&store).expect("store"),
+        &policy,
+    ));
     let auth = Arc::new(Authenticator::new(&Default::default(), false));
     let (stream, _peer) = tokio::net::UnixStream::pair().expect("socket pair");
     let info = stream.connect_info();
@@ -101,6 +109,46 @@ async fn measure(name: &str, store: StoreConfig) {
         percentile(&total_times, 0.5).as_secs_f64() * 1e6,
         percentile(&total_times, 0.99).as_secs_f64() * 1e6,
     );
+
+    // Throughput with many callers at once: what group commit is for under `state_fsync`.
+    let policy = Arc::new(policy);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let (admission, policy, caller) = (
+                Arc::clone(&admission),
+                Arc::clone(&policy),
+                caller_of(&auth, &info),
+            );
+            tokio::spawn(async move {
+                let tool = policy.tool("echo").expect("tool");
+                for _ in 0..ITERATIONS / CONCURRENCY {
+                    let permit = admission
+                        .admit(&caller, tool, tool.timeout)
+                        .await
+                        .expect("admitted");
+                    permit.settle(&Ok(outcome())).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let calls = (ITERATIONS / CONCURRENCY * CONCURRENCY) as f64;
+    println!(
+        "{name:<9} admit + settle, {CONCURRENCY} callers at once: {:>9.0} calls/s",
+        calls / start.elapsed().as_secs_f64()
+    );
+}
+
+fn caller_of(
+    auth: &Authenticator,
+    info: &<tokio::net::UnixStream as Connected>::ConnectInfo,
+) -> toolgate::auth::Caller {
+    let mut request = tonic::Request::new(());
+    request.extensions_mut().insert(info.clone());
+    auth.identify(&request).expect("identify")
 }
 
 fn main() {

@@ -8,7 +8,7 @@
 //! per_caller_rate = "600/minute" # each caller across all tools
 //! burst = 20                     # burst of per_caller_rate (default: its count)
 //! caller_quota = { period = "day", invocations = 10000, cpu_seconds = 3600 }
-//! state_fsync = false            # fsync each quota commit (survive power loss, not only kill -9)
+//! state_fsync = false            # flush the quota journal before admitting (survive power loss, not only kill -9)
 //! redis = "redis://127.0.0.1:6379/"  # or rediss://, redis+sentinel://h:26379,h2:26379/master
 //! redis_cluster = ["redis://a:7000", "redis://b:7001"]
 //! redis_prefix = "toolgate"      # key prefix and Cluster hash tag
@@ -49,7 +49,7 @@ pub struct AdmissionFile {
 pub struct StoreConfig {
     /// Directory of the embedded database.
     pub state_dir: PathBuf,
-    /// Whether every quota commit is fsynced.
+    /// Whether quota journal records are flushed (group commit) before a call proceeds.
     pub fsync: bool,
     /// The shared store, when configured.
     pub redis: Option<Target>,

@@ -7,7 +7,10 @@
 //! (fail closed).
 
 pub mod embedded;
+mod group_commit;
+mod journal;
 pub mod redis;
+mod snapshot;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -57,9 +60,20 @@ pub enum Error {
         /// Why.
         message: String,
     },
-    /// An embedded database transaction failed.
-    #[error("admission state database: {0}")]
-    Embedded(String),
+    /// Writing the quota snapshot (or reading it at start) failed.
+    #[error("quota snapshot database: {0}")]
+    Snapshot(String),
+    /// Appending a record to the quota journal failed; nothing was counted or changed.
+    #[error("cannot append to the quota journal in {dir}: {source}")]
+    JournalWrite {
+        /// The state directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Flushing the quota journal to disk failed (`state_fsync = true`).
+    #[error("cannot flush the quota journal: {0}")]
+    JournalSync(String),
     /// Redis could not be reached or answered an error.
     #[error("redis: {0}")]
     Redis(String),
@@ -98,14 +112,14 @@ pub enum Store {
 macro_rules! dispatch {
     ($self:ident, $op:ident ( $($arg:expr),* )) => {
         match $self {
-            Store::Embedded(e) => e.$op($($arg),*),
+            Store::Embedded(e) => e.$op($($arg),*).await,
             Store::Redis { redis, local, on_failure, fallbacks } => {
                 match redis.$op($($arg),*).await {
                     Ok(v) => Ok(v),
                     Err(error) if *on_failure == OnFailure::Local => {
                         let n = fallbacks.fetch_add(1, Ordering::Relaxed) + 1;
                         tracing::warn!(%error, fallbacks = n, op = stringify!($op), "redis failed: using local limits");
-                        local.$op($($arg),*)
+                        local.$op($($arg),*).await
                     }
                     Err(error) => {
                         tracing::error!(%error, op = stringify!($op), "redis failed: refusing (on_store_failure = \"refuse\")");
