@@ -578,3 +578,43 @@ tcp_connect = [{}]
     );
     allowed_outside(&["tcp-connect", &other.to_string()]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn isolation_the_kernel_cannot_give_is_refused_not_weakened() {
+    let kernel_abi = toolgate::sandbox::landlock_abi().expect("landlock on the test machines");
+    let policy = format!(
+        r#"
+[tool.future]
+program = "${{probe}}"
+cwd = "${{work}}"
+[tool.future.sandbox]
+min_landlock_abi = {}
+"#,
+        kernel_abi + 1
+    );
+    let daemon = Daemon::start(&format!("{policy}{PROBE_TOOL}"));
+    let mut client = daemon.client().await;
+    let status = client
+        .execute(args_request(
+            "future",
+            &["exit", "0"],
+            "needs-newer-landlock",
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains(&format!("requires landlock ABI {}", kernel_abi + 1)),
+        "{}",
+        status.message()
+    );
+    assert_eq!(
+        daemon.record("needs-newer-landlock")["rule"],
+        "sandbox.unsupported"
+    );
+    // Control: the same tool without the requirement runs on this kernel.
+    let (code, _) = probe_inside(&daemon, &["exit", "0"], "runs-on-this-landlock").await;
+    assert_eq!(code, 0);
+}
