@@ -24,9 +24,7 @@ pub enum Error {
     #[error(transparent)]
     Command(#[from] command::Error),
     /// The command line's first word is neither the tool nor its program.
-    #[error(
-        "the command starts with `{found}`, but tool `{tool}` runs `{program}`: start the command with `{tool}` or `{program}`"
-    )]
+    #[error("{}", wrong_program(.found, .tool, .program))]
     WrongProgram {
         /// The first word given.
         found: String,
@@ -79,6 +77,18 @@ pub enum Error {
     /// The connection's identity was refused.
     #[error(transparent)]
     Auth(#[from] auth::Error),
+}
+
+/// What to start a command with, naming the program once when it is also the tool's name.
+fn wrong_program(found: &str, tool: &str, program: &str) -> String {
+    let expected = if tool == program {
+        format!("`{tool}`")
+    } else {
+        format!("`{tool}` or `{program}`")
+    };
+    format!(
+        "the command starts with `{found}`, but tool `{tool}` runs `{program}`: start the command with {expected}"
+    )
 }
 
 impl Error {

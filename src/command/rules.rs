@@ -268,7 +268,10 @@ impl ArgRules {
     pub fn describe(&self) -> Vec<String> {
         let mut lines = Vec::new();
         if let Some(max) = self.max_count {
-            lines.push(format!("At most {max} arguments."));
+            lines.push(match max {
+                1 => "At most 1 argument.".to_owned(),
+                _ => format!("At most {max} arguments."),
+            });
         }
         if let Some(max) = self.max_length {
             lines.push(format!("Each argument at most {max} bytes."));
