@@ -95,7 +95,7 @@ impl Tool {
         }
         let words: Vec<&str> = self.programs.keys().map(String::as_str).collect();
         let mut out = vec![format!(
-            "give a `command` whose first word picks the program: {}",
+            "give a `command` whose first word picks the program: {}.",
             words.join(", ")
         )];
         for (word, tool) in &self.programs {
