@@ -36,7 +36,7 @@ pub enum Error {
         program: String,
     },
     /// A shell-like tool was asked for a program it does not offer (or for no program).
-    #[error("tool `{tool}` runs one of {}; {}", programs.join(", "), match found {
+    #[error("tool `{tool}` runs one of {}; {} (rule command.program)", programs.join(", "), match found {
         Some(found) => format!("`{found}` is not one of them"),
         None => "give a command whose first word names one".to_owned(),
     })]
