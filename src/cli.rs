@@ -56,6 +56,9 @@ enum Command {
     Usage(UsageArgs),
     /// Print the SHA-256 of a bearer token (read from stdin) for the daemon config's [tokens].
     TokenHash,
+    /// Show which isolation this kernel and privilege level give, and prove it by running
+    /// `/bin/true` in a full sandbox.
+    Doctor(DoctorArgs),
     /// Work with the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -100,6 +103,13 @@ fn print_schema(tools: &[pb::ToolInfo], format: SchemaFormat) -> Result<ExitCode
         serde_json::to_string_pretty(&definitions(tools, format))?
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+struct DoctorArgs {
+    /// Daemon configuration file, for its run_as user (defaults apply when absent).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -278,6 +288,7 @@ pub fn main() -> ExitCode {
             Command::Policy(PolicyCommand::Check { dir, config }) => policy_check(dir, config),
             Command::Usage(args) => usage(args).await,
             Command::TokenHash => token_hash(),
+            Command::Doctor(args) => doctor(args).await,
             Command::Policy(PolicyCommand::Explain(args)) => policy_explain(args),
             Command::Audit(AuditCommand::Verify { files }) => audit_verify(&files),
             Command::Mcp(args) => mcp(args).await,
@@ -593,6 +604,102 @@ fn token_hash() -> Result<ExitCode> {
     }
     println!("{}", toolgate::auth::token_digest(token));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the host's isolation features, then runs `/bin/true` through the daemon's own spawn
+/// path with every feature on; exit 1 when that fails.
+async fn doctor(args: DoctorArgs) -> Result<ExitCode> {
+    use toolgate::sandbox::{
+        self, DenyAction, Host, Limits, Network, Plan, Profile, SeccompSpec, Spec,
+    };
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let run_as = policy::lookup_user(&config.run_as).map_err(anyhow::Error::msg)?;
+    let staging = tempfile_dir()?;
+    let host = Host::prepare(&staging.join("sandbox-root"), run_as)?;
+    for (feature, state) in host.features() {
+        println!("{feature:<20} {state}");
+    }
+    let spec = Spec {
+        read: Vec::new(),
+        write: Vec::new(),
+        system_paths: true,
+        network: Network::None,
+        limits: Limits {
+            memory: Some(64 << 20),
+            processes: Some(8),
+            cpu_time: Some(Duration::from_secs(2)),
+            cpus: Some(1.0),
+            open_files: 64,
+            file_size: Some(0),
+            tmp_size: 1 << 20,
+        },
+        run_as: None,
+        min_landlock_abi: None,
+        seccomp: SeccompSpec {
+            profile: "default".to_owned(),
+            allow: Vec::new(),
+            deny_action: DenyAction::Errno,
+            network: Network::None,
+        },
+    };
+    let program = std::path::Path::new("/bin/true");
+    let profile = Profile::compile(&spec, program, std::path::Path::new("/"))?;
+    let plan = Plan::new(
+        program,
+        &["/bin/true".to_owned()],
+        &[],
+        std::path::Path::new("/"),
+        &profile,
+        &host,
+    )?;
+    let started = std::time::Instant::now();
+    let result = match sandbox::spawn(&plan, &host).await {
+        Ok(child) => toolgate::supervise::supervise(
+            child,
+            toolgate::supervise::Supervision {
+                stdin: Vec::new(),
+                deadline: tokio::time::Instant::now() + Duration::from_secs(10),
+                cancel: tokio_util::sync::CancellationToken::new(),
+                max_output: 4096,
+                events: None,
+            },
+        )
+        .await
+        .map_err(anyhow::Error::from),
+        Err(e) => Err(e.into()),
+    };
+    let _ = std::fs::remove_dir_all(&staging);
+    match result {
+        Ok(outcome) if outcome.status == sandbox::ExitStatus::Code(0) => {
+            println!(
+                "{:<20} ok: /bin/true ran in a full sandbox in {:.1} ms",
+                "sandbox test",
+                started.elapsed().as_secs_f64() * 1e3
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(outcome) => {
+            println!(
+                "{:<20} FAILED: /bin/true ended with {:?}",
+                "sandbox test", outcome.status
+            );
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => {
+            println!("{:<20} FAILED: {e:#}", "sandbox test");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// A fresh private directory under the system's temporary directory.
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("toolgate-doctor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
 }
 
 fn parse_caller(text: &str) -> Result<Caller> {

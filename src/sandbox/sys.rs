@@ -55,7 +55,15 @@ pub enum MountKind {
     BindDevice,
     Tmpfs,
     Proc,
+    /// Keep a detached copy of the mount at `path` in tree slot `flags` (before `/tmp` is
+    /// replaced, for binds under it).
+    CloneTree,
+    /// Attach the tree in slot `flags` at `path`.
+    MoveTree,
 }
+
+/// Most binds under `/tmp` a template-based sandbox moves across (tree slots in init).
+pub const MAX_TREES: usize = 16;
 
 /// How the tool's user is set up.
 pub enum Identity<'a> {
@@ -88,8 +96,14 @@ pub struct ChildSetup<'a> {
     pub identity: Identity<'a>,
     /// A network namespace to join (from the pool), or -1.
     pub netns: RawFd,
-    /// The daemon is not root: clone init into new user and network namespaces too.
+    /// The tool's template mount namespace to copy, or -1 to build the root from scratch
+    /// (then `mounts` are staged paths, else paths inside the template).
+    pub template: RawFd,
+    /// The daemon is not root: clone init into a new user namespace too.
     pub rootless: bool,
+    /// Give the sandbox a new network namespace of its own (when none is leased and the
+    /// policy does not allow the network).
+    pub new_network: bool,
     /// Init must wait for the parent (cgroup placement, id maps) before going on.
     pub wait_for_parent: bool,
     /// The highest capability number of this kernel.
@@ -211,6 +225,7 @@ pub fn spawn(
         mapped_read.as_raw_fd(),
         mapped_write.as_raw_fd(),
         setup.netns,
+        setup.template,
     ]
     .into_iter()
     .filter_map(|fd| u32::try_from(fd).ok())
@@ -259,14 +274,16 @@ pub fn spawn(
         mapped_write: mapped_write.as_raw_fd(),
     };
 
-    let mut flags = libc::CLONE_PIDFD
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS;
+    let mut flags =
+        libc::CLONE_PIDFD | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    if setup.template < 0 {
+        // With a template, init joins (and copies) that namespace instead of the host's.
+        flags |= libc::CLONE_NEWNS;
+    }
     if setup.rootless {
-        flags |= libc::CLONE_NEWUSER | libc::CLONE_NEWNET;
-    } else if setup.netns < 0 {
+        flags |= libc::CLONE_NEWUSER;
+    }
+    if setup.new_network {
         flags |= libc::CLONE_NEWNET;
     }
     let mut pidfd: c_int = -1;
@@ -445,59 +462,29 @@ unsafe fn run_init(p: &Prepared<'_>) -> ! {
             libc::syscall(libc::SYS_setns, s.netns, libc::CLONE_NEWNET)
         );
     }
-    // Nothing mounted here may propagate back to the host.
-    step!(
-        p,
-        3,
-        libc::syscall(
-            libc::SYS_mount,
-            NULL,
-            c"/".as_ptr(),
-            NULL,
-            libc::MS_REC | libc::MS_PRIVATE,
-            NULL
-        )
-    );
-    step!(
-        p,
-        4,
-        libc::syscall(
-            libc::SYS_mount,
-            c"tmpfs".as_ptr(),
-            s.staging.as_ptr(),
-            c"tmpfs".as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV,
-            c"size=1m,mode=755".as_ptr()
-        )
-    );
-    for op in s.mounts {
-        // SAFETY: as for `step!`.
-        unsafe { apply_mount(p, op) };
+    if s.template >= 0 {
+        // The template holds the tool's read-only root; a private copy of it is this
+        // sandbox's. setns also moves root and working directory into it.
+        step!(
+            p,
+            3,
+            libc::syscall(libc::SYS_setns, s.template, libc::CLONE_NEWNS)
+        );
+        step!(p, 3, libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNS));
+        let mut trees = [-1 as c_int; MAX_TREES];
+        for op in s.mounts {
+            // SAFETY: raw syscalls on the prepared strings.
+            if let Err(stage) = unsafe { mount_step(op, &mut trees) } {
+                unsafe { fail(p.report, stage) }
+            }
+        }
+        step!(p, 12, libc::syscall(libc::SYS_chdir, c"/".as_ptr()));
+    } else {
+        // SAFETY: raw syscalls on the prepared strings.
+        if let Err(stage) = unsafe { build_root(s.staging, s.mounts) } {
+            unsafe { fail(p.report, stage) }
+        }
     }
-    step!(p, 12, libc::syscall(libc::SYS_chdir, s.staging.as_ptr()));
-    step!(
-        p,
-        12,
-        libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr())
-    );
-    step!(
-        p,
-        12,
-        libc::syscall(libc::SYS_umount2, c".".as_ptr(), libc::MNT_DETACH)
-    );
-    step!(p, 12, libc::syscall(libc::SYS_chdir, c"/".as_ptr()));
-    step!(
-        p,
-        13,
-        libc::syscall(
-            libc::SYS_mount,
-            NULL,
-            c"/".as_ptr(),
-            NULL,
-            libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
-            NULL
-        )
-    );
     step!(
         p,
         14,
@@ -604,85 +591,190 @@ fn proc_path(buf: &mut [u8; 32], pid: u32, file: &[u8]) -> usize {
     len
 }
 
-/// Applies one mount step in init.
+/// Builds a root from scratch under `staging` from the staged `mounts`, pivots into it and
+/// makes it read-only. Used by init without a template, and to make templates.
 ///
 /// # Safety
-/// Init only: raw syscalls on the prepared strings.
-unsafe fn apply_mount(p: &Prepared<'_>, op: &MountOp) {
+/// Raw syscalls only: safe in init and on a thread that unshared its mount namespace.
+unsafe fn build_root(staging: &CStr, mounts: &[MountOp]) -> Result<(), u8> {
+    let check = |ret: c_long, stage: u8| if ret < 0 { Err(stage) } else { Ok(()) };
+    // SAFETY (whole block): raw syscalls on NUL-terminated strings the caller keeps alive.
+    unsafe {
+        // Nothing mounted here may propagate back to the host.
+        check(
+            libc::syscall(
+                libc::SYS_mount,
+                NULL,
+                c"/".as_ptr(),
+                NULL,
+                libc::MS_REC | libc::MS_PRIVATE,
+                NULL,
+            ),
+            3,
+        )?;
+        check(
+            libc::syscall(
+                libc::SYS_mount,
+                c"tmpfs".as_ptr(),
+                staging.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                c"size=1m,mode=755".as_ptr(),
+            ),
+            4,
+        )?;
+        let mut trees = [-1 as c_int; MAX_TREES];
+        for op in mounts {
+            mount_step(op, &mut trees)?;
+        }
+        check(libc::syscall(libc::SYS_chdir, staging.as_ptr()), 12)?;
+        check(
+            libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()),
+            12,
+        )?;
+        check(
+            libc::syscall(libc::SYS_umount2, c".".as_ptr(), libc::MNT_DETACH),
+            12,
+        )?;
+        check(libc::syscall(libc::SYS_chdir, c"/".as_ptr()), 12)?;
+        check(
+            libc::syscall(
+                libc::SYS_mount,
+                NULL,
+                c"/".as_ptr(),
+                NULL,
+                libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+                NULL,
+            ),
+            13,
+        )
+    }
+}
+
+/// Applies one mount step; on failure, the stage (errno is left set).
+///
+/// # Safety
+/// Raw syscalls only, on the prepared strings.
+unsafe fn mount_step(op: &MountOp, trees: &mut [c_int; MAX_TREES]) -> Result<(), u8> {
+    let check = |ret: c_long, stage: u8| if ret < 0 { Err(stage) } else { Ok(()) };
     let path = op.path.as_ptr();
     let arg = op.arg.as_ptr();
-    match op.kind {
-        MountKind::Dir => step!(
-            p,
-            5,
-            libc::syscall(libc::SYS_mkdirat, libc::AT_FDCWD, path, 0o755)
-        ),
-        MountKind::File => {
-            // SAFETY: as for `step!`.
-            let fd = unsafe {
-                libc::syscall(
+    let slot = (op.flags as usize).min(MAX_TREES - 1);
+    // SAFETY (whole block): raw syscalls on NUL-terminated strings the caller keeps alive.
+    unsafe {
+        match op.kind {
+            MountKind::Dir => check(
+                libc::syscall(libc::SYS_mkdirat, libc::AT_FDCWD, path, 0o755),
+                5,
+            ),
+            MountKind::File => {
+                let fd = libc::syscall(
                     libc::SYS_openat,
                     libc::AT_FDCWD,
                     path,
                     libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
                     0o644,
+                );
+                check(fd, 6)?;
+                libc::syscall(libc::SYS_close, fd);
+                Ok(())
+            }
+            MountKind::Symlink => check(
+                libc::syscall(libc::SYS_symlinkat, arg, libc::AT_FDCWD, path),
+                7,
+            ),
+            MountKind::BindReadOnly | MountKind::BindWritable | MountKind::BindDevice => {
+                check(
+                    libc::syscall(libc::SYS_mount, arg, path, NULL, libc::MS_BIND, NULL),
+                    8,
+                )?;
+                let mut flags = libc::MS_BIND | libc::MS_REMOUNT | op.flags as libc::c_ulong;
+                if op.kind != MountKind::BindDevice {
+                    flags |= libc::MS_NOSUID | libc::MS_NODEV;
+                }
+                if op.kind == MountKind::BindReadOnly {
+                    flags |= libc::MS_RDONLY;
+                }
+                check(
+                    libc::syscall(libc::SYS_mount, NULL, path, NULL, flags, NULL),
+                    9,
                 )
-            };
-            if fd < 0 {
-                unsafe { fail(p.report, 6) }
             }
-            unsafe { libc::syscall(libc::SYS_close, fd) };
+            MountKind::Tmpfs => check(
+                libc::syscall(
+                    libc::SYS_mount,
+                    c"tmpfs".as_ptr(),
+                    path,
+                    c"tmpfs".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    arg,
+                ),
+                10,
+            ),
+            MountKind::Proc => check(
+                libc::syscall(
+                    libc::SYS_mount,
+                    c"proc".as_ptr(),
+                    path,
+                    c"proc".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    // Processes of other users (init, which keeps capabilities) stay invisible.
+                    c"hidepid=invisible".as_ptr(),
+                ),
+                11,
+            ),
+            MountKind::CloneTree => {
+                const OPEN_TREE_CLONE: u32 = 1;
+                let fd = libc::syscall(
+                    libc::SYS_open_tree,
+                    libc::AT_FDCWD,
+                    path,
+                    OPEN_TREE_CLONE | libc::O_CLOEXEC as u32,
+                );
+                check(fd, 8)?;
+                trees[slot] = fd as c_int;
+                Ok(())
+            }
+            MountKind::MoveTree => {
+                const MOVE_MOUNT_F_EMPTY_PATH: u32 = 4;
+                let moved = libc::syscall(
+                    libc::SYS_move_mount,
+                    trees[slot],
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    path,
+                    MOVE_MOUNT_F_EMPTY_PATH,
+                );
+                libc::syscall(libc::SYS_close, trees[slot]);
+                check(moved, 8)
+            }
         }
-        MountKind::Symlink => step!(
-            p,
-            7,
-            libc::syscall(libc::SYS_symlinkat, arg, libc::AT_FDCWD, path)
-        ),
-        MountKind::BindReadOnly | MountKind::BindWritable | MountKind::BindDevice => {
-            step!(
-                p,
-                8,
-                libc::syscall(libc::SYS_mount, arg, path, NULL, libc::MS_BIND, NULL)
-            );
-            let mut flags = libc::MS_BIND | libc::MS_REMOUNT | op.flags as libc::c_ulong;
-            if op.kind != MountKind::BindDevice {
-                flags |= libc::MS_NOSUID | libc::MS_NODEV;
-            }
-            if op.kind == MountKind::BindReadOnly {
-                flags |= libc::MS_RDONLY;
-            }
-            step!(
-                p,
-                9,
-                libc::syscall(libc::SYS_mount, NULL, path, NULL, flags, NULL)
-            );
-        }
-        MountKind::Tmpfs => step!(
-            p,
-            10,
-            libc::syscall(
-                libc::SYS_mount,
-                c"tmpfs".as_ptr(),
-                path,
-                c"tmpfs".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV,
-                arg
-            )
-        ),
-        MountKind::Proc => step!(
-            p,
-            11,
-            libc::syscall(
-                libc::SYS_mount,
-                c"proc".as_ptr(),
-                path,
-                c"proc".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                // Processes of other users (init, which keeps capabilities) stay invisible.
-                c"hidepid=invisible".as_ptr()
-            )
-        ),
     }
+}
+
+/// Makes a template mount namespace: the tool's root built once (all `mounts`, staged), to
+/// be copied per invocation. Built on a short-lived thread, since unsharing the mount
+/// namespace affects only the calling thread.
+pub fn mount_template(staging: &CStr, mounts: &[MountOp]) -> io::Result<OwnedFd> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> io::Result<OwnedFd> {
+                // SAFETY: unshare affects only this thread (CLONE_FS comes with CLONE_NEWNS).
+                if unsafe { libc::unshare(libc::CLONE_NEWNS | libc::CLONE_FS) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let ns = std::fs::File::open("/proc/thread-self/ns/mnt")?;
+                // SAFETY: raw syscalls on strings borrowed for the duration of the call.
+                if let Err(stage) = unsafe { build_root(staging, mounts) } {
+                    let error = io::Error::last_os_error();
+                    let what = STAGES.get(usize::from(stage)).copied().unwrap_or("build");
+                    return Err(io::Error::new(error.kind(), format!("{what}: {error}")));
+                }
+                Ok(OwnedFd::from(ns))
+            })
+            .join()
+            .map_err(|_| io::Error::other("template thread panicked"))?
+    })
 }
 
 /// Init's loop: reap everything; forward other signals to the tool; when the tool exits, kill
@@ -693,6 +785,8 @@ unsafe fn apply_mount(p: &Prepared<'_>, op: &MountOp) {
 unsafe fn reap_until_tool_exits(status_fd: RawFd, tool: libc::pid_t) -> ! {
     let all: u64 = !0;
     let mut tool_status: c_int = 0;
+    // The tool's own peak memory: init's would be the daemon's, which init is a copy of.
+    let mut tool_rss: i64 = 0;
     loop {
         let mut info = MaybeUninit::<libc::siginfo_t>::zeroed();
         // SAFETY: waits for any (blocked) signal; `info` is writable.
@@ -713,14 +807,15 @@ unsafe fn reap_until_tool_exits(status_fd: RawFd, tool: libc::pid_t) -> ! {
         let mut tool_done = false;
         loop {
             let mut status: c_int = 0;
-            // SAFETY: reaps any child without blocking.
+            let mut usage = MaybeUninit::<libc::rusage>::zeroed();
+            // SAFETY: reaps any child without blocking; `status` and `usage` are writable.
             let pid = unsafe {
                 libc::syscall(
                     libc::SYS_wait4,
                     -1,
                     &mut status as *mut c_int,
                     libc::WNOHANG | libc::__WALL,
-                    std::ptr::null::<libc::rusage>(),
+                    usage.as_mut_ptr(),
                 )
             } as libc::pid_t;
             if pid <= 0 {
@@ -728,6 +823,8 @@ unsafe fn reap_until_tool_exits(status_fd: RawFd, tool: libc::pid_t) -> ! {
             }
             if pid == tool {
                 tool_status = status;
+                // SAFETY: zero-initialised and filled by a successful wait4.
+                tool_rss = unsafe { usage.assume_init() }.ru_maxrss;
                 tool_done = true;
             }
         }
@@ -748,8 +845,10 @@ unsafe fn reap_until_tool_exits(status_fd: RawFd, tool: libc::pid_t) -> ! {
             std::ptr::null::<libc::rusage>(),
         ) > 0
         {}
-        let bytes = tool_status.to_le_bytes();
-        libc::syscall(libc::SYS_write, status_fd, bytes.as_ptr(), bytes.len());
+        let mut report = [0u8; 12];
+        report[..4].copy_from_slice(&tool_status.to_le_bytes());
+        report[4..].copy_from_slice(&tool_rss.to_le_bytes());
+        libc::syscall(libc::SYS_write, status_fd, report.as_ptr(), report.len());
         libc::_exit(0)
     }
 }
@@ -1133,18 +1232,25 @@ impl Child {
     /// Reaps init if it has exited: how the tool ended and what the sandbox used. A tool whose
     /// init was killed before reporting (timeout, cancellation) ended by SIGKILL.
     pub fn try_reap(&mut self) -> io::Result<Option<(ExitStatus, Usage)>> {
-        let Some((_init, usage)) = self.wait4(libc::WNOHANG)? else {
+        let Some((_init, mut usage)) = self.wait4(libc::WNOHANG)? else {
             return Ok(None);
         };
-        let mut bytes = [0u8; 4];
+        let mut report = [0u8; 12];
         let status = self.status.take();
         let read = match &status {
             // SAFETY: reads into a stack buffer from our nonblocking pipe.
-            Some(fd) => unsafe { libc::read(fd.as_raw_fd(), bytes.as_mut_ptr().cast(), 4) },
+            Some(fd) => unsafe { libc::read(fd.as_raw_fd(), report.as_mut_ptr().cast(), 12) },
             None => -1,
         };
-        let exit = if read == 4 {
-            ExitStatus::from_wait(c_int::from_le_bytes(bytes))
+        let exit = if read == 12 {
+            let mut status = [0u8; 4];
+            let mut rss = [0u8; 8];
+            status.copy_from_slice(&report[..4]);
+            rss.copy_from_slice(&report[4..]);
+            // CPU time stays init's total (init reaped every process of the sandbox); the
+            // peak memory is the tool's.
+            usage.max_rss_bytes = (i64::from_le_bytes(rss).max(0) as u64).saturating_mul(1024);
+            ExitStatus::from_wait(c_int::from_le_bytes(status))
         } else {
             ExitStatus::Signal(libc::SIGKILL)
         };

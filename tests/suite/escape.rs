@@ -463,3 +463,118 @@ async fn a_double_forked_setsid_daemon_is_not_left_behind() {
     assert_eq!(left.len(), 1, "control: the daemon survives outside");
     kill(left[0]);
 }
+
+/// Starts the daemon as `nobody` (the test is root): everything it owns moves to that user.
+fn unprivileged_daemon() -> Daemon {
+    Daemon::start_custom(PROBE_TOOL, "", |command| {
+        let config = command
+            .get_args()
+            .nth(2)
+            .map(PathBuf::from)
+            .expect("--config PATH");
+        let root = config.parent().expect("config dir").to_owned();
+        chown_tree(&root, 65534, 65534);
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only raw id-changing syscalls between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(65534) != 0
+                    || libc::setuid(65534) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    })
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).expect("chown");
+    if path.is_dir() && !path.is_symlink() {
+        for entry in std::fs::read_dir(path).expect("read dir").flatten() {
+            chown_tree(&entry.path(), uid, gid);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unprivileged_daemon_sandboxes_with_user_namespaces_as_root() {
+    if !running_as_root("an_unprivileged_daemon_sandboxes_with_user_namespaces_as_root") {
+        return;
+    }
+    let daemon = unprivileged_daemon();
+    let daemon_uid = std::fs::metadata(format!("/proc/{}", daemon.pid()))
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .expect("daemon's /proc entry");
+    assert_eq!(daemon_uid, 65534, "the daemon itself is unprivileged");
+    let (code, caps) = probe_inside(&daemon, &["caps"], "rootless-caps").await;
+    assert_eq!(code, 0);
+    assert!(
+        caps.contains("CapEff=0000000000000000 CapPrm=0000000000000000"),
+        "{caps}"
+    );
+    denied_inside(&daemon, &["read", "/etc/shadow"], &["ENOENT"]).await;
+    denied_inside(&daemon, &["tcp-bind", "127.0.0.1:0"], &["EACCES", "EPERM"]).await;
+    denied_inside(&daemon, &["unshare-user"], &["EPERM"]).await;
+    let (code, out) = probe_inside(&daemon, &["write", "made-by-rootless"], "rootless-write").await;
+    assert_eq!(code, 0, "{out}");
+    let owner = std::fs::metadata(daemon.work.join("made-by-rootless")).expect("file");
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&owner), 65534);
+    let tag = unique_tag("rootless");
+    let (code, _) = probe_inside(&daemon, &["daemonize", &tag], "rootless-daemonize").await;
+    assert_eq!(code, 0);
+    assert!(wait_untagged(&tag, Duration::from_secs(5)).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn network_allow_reaches_the_host_network_on_the_listed_ports_only() {
+    let listen = || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(2) {
+                drop(stream);
+            }
+        });
+        addr
+    };
+    let (allowed, other) = (listen(), listen());
+    let policy = format!(
+        r#"
+[tool.net]
+program = "${{probe}}"
+cwd = "${{work}}"
+[tool.net.sandbox]
+network = "allow"
+tcp_connect = [{}]
+"#,
+        allowed.port()
+    );
+    let daemon = Daemon::start(&policy);
+    let (code, out) = run(
+        &daemon,
+        "net",
+        &["tcp-connect", &allowed.to_string()],
+        "net-allowed",
+    )
+    .await;
+    assert_eq!(
+        code, 0,
+        "the listed port on the host's loopback is reachable: {out}"
+    );
+    let (code, out) = run(
+        &daemon,
+        "net",
+        &["tcp-connect", &other.to_string()],
+        "net-other",
+    )
+    .await;
+    assert_eq!(code, 10, "{out}");
+    assert!(
+        out.contains("EACCES"),
+        "an unlisted port is refused by landlock: {out}"
+    );
+    allowed_outside(&["tcp-connect", &other.to_string()]);
+}
