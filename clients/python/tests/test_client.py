@@ -20,6 +20,7 @@ def test_run_with_args_passes_shell_syntax_through_as_text(client: toolgate.Clie
     assert result.ok and result.exit_code == 0 and result.signal is None
     assert result.text == "hi; touch pwned $(id)\n"
     assert result.request_id and result.wall_time > 0
+    assert result.output == result.text
 
 
 def test_run_with_a_command_and_stdin(client: toolgate.Client) -> None:

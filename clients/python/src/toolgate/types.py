@@ -41,6 +41,11 @@ class Result:
         """stderr as text."""
         return self.stderr.decode("utf-8", "replace")
 
+    @property
+    def output(self) -> str:
+        """stdout then stderr, as text (what ``capture_output=True`` code usually returns)."""
+        return self.text + self.error_text
+
 
 @dataclass(frozen=True)
 class Started:
