@@ -162,8 +162,14 @@ impl pb::tool_gate_server::ToolGate for Service {
             .map(|tool| pb::ToolInfo {
                 name: tool.name.clone(),
                 description: tool.description.clone(),
-                program: tool.program_name().to_owned(),
-                argument_rules: tool.rules.describe(),
+                // A shell-like tool has no single program: `programs` lists its words.
+                program: if tool.programs.is_empty() {
+                    tool.program_name().to_owned()
+                } else {
+                    String::new()
+                },
+                programs: tool.programs.keys().cloned().collect(),
+                argument_rules: tool.describe_rules(),
                 timeout: Some(duration(tool.timeout)),
                 max_output_bytes: tool.max_output,
                 env_allowed: tool.env_allow.iter().cloned().collect(),

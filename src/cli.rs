@@ -1,4 +1,5 @@
-//! Command-line interface: `serve`, `call`, `tools`, `policy check|explain`, `audit verify`.
+//! Command-line interface: `serve`, `call`, `tools`, `policy check|explain`, `audit verify`,
+//! `mcp`.
 //!
 //! Exit codes of `call`: the tool's own exit code; 128+N when a signal N killed it; 124 when it
 //! timed out (as timeout(1)); 125 when toolgate itself refused or failed (as env(1)), with the
@@ -61,6 +62,47 @@ enum Command {
     /// Work with the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Serve the Model Context Protocol on stdin/stdout, forwarding tool calls to the daemon.
+    Mcp(McpArgs),
+}
+
+// `toolgate mcp` and `toolgate tools --schema` (issue 6: agents adopting toolgate).
+
+#[derive(clap::Args)]
+struct McpArgs {
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// The model-API format of `toolgate tools --schema`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SchemaFormat {
+    /// OpenAI function tools.
+    Openai,
+    /// Anthropic tools.
+    Anthropic,
+}
+
+async fn mcp(args: McpArgs) -> Result<ExitCode> {
+    // stdout carries the protocol: nothing else may be printed there.
+    toolgate::mcp::Bridge::new(args.connection.socket)
+        .serve_stdio()
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_schema(tools: &[pb::ToolInfo], format: SchemaFormat) -> Result<ExitCode> {
+    use toolgate::tool_schema::{Format, definitions};
+    let format = match format {
+        SchemaFormat::Openai => Format::OpenAi,
+        SchemaFormat::Anthropic => Format::Anthropic,
+    };
+    writeln!(
+        std::io::stdout(),
+        "{}",
+        serde_json::to_string_pretty(&definitions(tools, format))?
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(clap::Args)]
@@ -161,6 +203,9 @@ struct ToolsArgs {
     /// Print the list as JSON.
     #[arg(long)]
     json: bool,
+    /// Print the tools as JSON-schema function definitions for a model API.
+    #[arg(long, value_enum, conflicts_with = "json")]
+    schema: Option<SchemaFormat>,
 }
 
 #[derive(Subcommand)]
@@ -246,6 +291,7 @@ pub fn main() -> ExitCode {
             Command::Doctor(args) => doctor(args).await,
             Command::Policy(PolicyCommand::Explain(args)) => policy_explain(args),
             Command::Audit(AuditCommand::Verify { files }) => audit_verify(&files),
+            Command::Mcp(args) => mcp(args).await,
         }
     });
     match result {
@@ -429,6 +475,9 @@ async fn tools(args: ToolsArgs) -> Result<ExitCode> {
         Err(status) if status.code() == Code::Unavailable => return Ok(refused(&status)),
         Err(status) => return Ok(refused(&status)),
     };
+    if let Some(format) = args.schema {
+        return print_schema(&tools, format);
+    }
     if args.json {
         let list: Vec<_> = tools
             .iter()
@@ -441,6 +490,7 @@ async fn tools(args: ToolsArgs) -> Result<ExitCode> {
                     "timeout_seconds": t.timeout.as_ref().map_or(0, |d| d.seconds),
                     "max_output_bytes": t.max_output_bytes,
                     "env_allowed": t.env_allowed,
+                    "programs": t.programs,
                 })
             })
             .collect();

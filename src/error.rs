@@ -33,6 +33,19 @@ pub enum Error {
         /// The tool's program name.
         program: String,
     },
+    /// A shell-like tool was asked for a program it does not offer (or for no program).
+    #[error("tool `{tool}` runs one of {}; {} (rule command.program)", programs.join(", "), match found {
+        Some(found) => format!("`{found}` is not one of them"),
+        None => "give a command whose first word names one".to_owned(),
+    })]
+    ProgramDenied {
+        /// The tool.
+        tool: String,
+        /// The first word given, if a command was.
+        found: Option<String>,
+        /// The words that pick its programs.
+        programs: Vec<String>,
+    },
     /// An argument rule refused the arguments.
     #[error("tool `{tool}`: {denied}")]
     ArgumentDenied {
@@ -97,7 +110,7 @@ impl Error {
         match self {
             Self::UnknownTool { .. } => "policy.unknown_tool".into(),
             Self::Command(_) => "command.parse".into(),
-            Self::WrongProgram { .. } => "command.program".into(),
+            Self::WrongProgram { .. } | Self::ProgramDenied { .. } => "command.program".into(),
             Self::ArgumentDenied { denied, .. } => format!("arguments.{}", denied.rule),
             Self::EnvDenied { .. } => "env.allow".into(),
             Self::BadRequest(_) => "request".into(),
@@ -119,7 +132,7 @@ impl Error {
             Self::Command(_) | Self::WrongProgram { .. } | Self::BadRequest(_) => {
                 (Code::InvalidArgument, self.to_string())
             }
-            Self::ArgumentDenied { .. } | Self::EnvDenied { .. } => {
+            Self::ArgumentDenied { .. } | Self::EnvDenied { .. } | Self::ProgramDenied { .. } => {
                 (Code::PermissionDenied, self.to_string())
             }
             Self::Draining => (Code::Unavailable, self.to_string()),

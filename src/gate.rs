@@ -396,9 +396,34 @@ pub fn check(
             tool: invocation.tool.clone(),
         })?;
     let max = limits.max_command_bytes;
-    let argv = match &invocation.input {
-        Input::Args(args) => Argv::from_args(args.clone(), max)?,
-        Input::Command(line) => {
+    // A shell-like tool (`programs` in its policy): the command's first word picks one of its
+    // programs, which is then checked and run as a tool of its own (same name, so the same
+    // callers, rates and quotas apply to all of them).
+    let (tool, argv) = if tool.programs.is_empty() {
+        (tool, None)
+    } else {
+        let words = || tool.programs.keys().cloned().collect::<Vec<_>>();
+        let Input::Command(line) = &invocation.input else {
+            return Err(Error::ProgramDenied {
+                tool: tool.name.clone(),
+                found: None,
+                programs: words(),
+            });
+        };
+        let line = command::split_command(line, max)?;
+        let Some(picked) = tool.select(&line.program) else {
+            return Err(Error::ProgramDenied {
+                tool: tool.name.clone(),
+                found: Some(line.program),
+                programs: words(),
+            });
+        };
+        (picked, Some(line.argv))
+    };
+    let argv = match (&invocation.input, argv) {
+        (_, Some(argv)) => argv,
+        (Input::Args(args), None) => Argv::from_args(args.clone(), max)?,
+        (Input::Command(line), None) => {
             let line = command::split_command(line, max)?;
             if line.program != tool.name && line.program != tool.program_name() {
                 return Err(Error::WrongProgram {

@@ -19,6 +19,8 @@
 //! | [`daemon`] | configuration, listeners, signals, reload, systemd, health, drain |
 //! | [`client`] | connecting to the daemon |
 //! | [`telemetry`] | logs (text, JSON, journal) and Prometheus metrics |
+//! | [`tool_schema`] | a caller's tools as JSON-schema definitions for model APIs |
+//! | [`mcp`] | `toolgate mcp`: a Model Context Protocol server forwarding to the daemon |
 //!
 //! Only `sandbox/sys.rs` may use `unsafe`.
 #![deny(unsafe_code)]
@@ -37,5 +39,8 @@ pub mod policy;
 pub mod sandbox;
 pub mod supervise;
 pub mod telemetry;
+pub mod tool_schema;
+
+pub mod mcp;
 
 pub use error::Error;

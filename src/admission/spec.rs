@@ -23,7 +23,7 @@ use super::rate::Rate;
 
 /// `rate_limit` of a tool: `per_caller` is each caller on this tool, `per_tool` all callers of
 /// it together; `burst` (default: the rate's count) applies to both.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSpec {
     /// Each caller on this tool, e.g. `"30/minute"`.
@@ -35,7 +35,7 @@ pub struct RateLimitSpec {
 }
 
 /// A quota table: a period and limits per metric.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaSpec {
     /// `"hour"` or `"day"`.
@@ -51,7 +51,7 @@ pub struct QuotaSpec {
 }
 
 /// `breaker` of a tool.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerSpec {
     /// Consecutive infrastructure failures that open it.

@@ -62,6 +62,9 @@ pub struct ArgRules {
     pub positional_help: Option<String>,
     /// Whether `--` ends the options (true for getopt-style programs).
     pub end_of_options: bool,
+    /// When set, the first argument must be one of these words (a program with subcommands,
+    /// like `git log`); the rules above then apply to the arguments after it.
+    pub subcommands: Option<Vec<String>>,
 }
 
 /// Why a rule refused an argument vector; `rule` names the policy key.
@@ -127,8 +130,26 @@ impl ArgRules {
                 );
             }
         }
-        for (index, (arg, kind)) in self.classify(args).into_iter().enumerate() {
-            let place = index + 1;
+        // With subcommands, the first argument picks one and the other rules read the rest:
+        // nothing (no `git -c`, no `git -C`) may come before it.
+        let skip = match &self.subcommands {
+            None => 0,
+            Some(words) => match args.first() {
+                Some(first) if words.contains(first) => 1,
+                found => {
+                    let found = found.map_or("nothing".to_owned(), |f| format!("`{f}`"));
+                    return deny(
+                        "subcommands",
+                        format!(
+                            "argument 1 is {found}; it must be one of the subcommands {}",
+                            words.join(" ")
+                        ),
+                    );
+                }
+            },
+        };
+        for (index, (arg, kind)) in self.classify(&args[skip..]).into_iter().enumerate() {
+            let place = index + 1 + skip;
             match kind {
                 Kind::Flag(name) => self.check_flag(place, arg, name)?,
                 Kind::Cluster(cluster) => {
@@ -293,6 +314,12 @@ impl ArgRules {
                 self.flags_with_value.join(" ")
             ));
         }
+        if let Some(words) = &self.subcommands {
+            lines.push(format!(
+                "The first argument is one of the subcommands: {}.",
+                words.join(" ")
+            ));
+        }
         for pattern in &self.deny_patterns {
             lines.push(format!("No argument may match `{}`.", pattern.source()));
         }
@@ -413,6 +440,38 @@ mod tests {
         assert_eq!(
             rules.check(&argv(&["X"])).unwrap_err().to_string(),
             "argument 1 `X` is not an allowed positional argument: a lower-case word (rule arguments.positional)"
+        );
+    }
+
+    #[test]
+    fn subcommands_come_first_and_the_rules_read_the_rest() {
+        let rules = ArgRules {
+            subcommands: Some(strings(&["log", "diff"])),
+            allow_flags: Some(strings(&["--oneline"])),
+            deny_flags: strings(&["-c", "--upload-pack"]),
+            end_of_options: true,
+            ..ArgRules::default()
+        };
+        assert_eq!(rules.check(&argv(&["log", "--oneline"])), Ok(()));
+        for (words, rule) in [
+            (&["-c", "x=y", "log"][..], "subcommands"),
+            (&["push"], "subcommands"),
+            (&[], "subcommands"),
+            (&["log", "-c"], "deny_flags"),
+            (&["log", "--upload-pa=x"], "deny_flags"),
+            (&["diff", "--stat"], "allow_flags"),
+        ] {
+            assert_eq!(
+                rules.check(&argv(words)).unwrap_err().rule,
+                rule,
+                "{words:?}"
+            );
+        }
+        let denied = rules.check(&argv(&["log", "x", "--stat"])).unwrap_err();
+        assert!(
+            denied.message.starts_with("argument 3 `--stat`"),
+            "{}",
+            denied.message
         );
     }
 }

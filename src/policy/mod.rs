@@ -66,6 +66,11 @@ pub struct Tool {
     pub admission: crate::admission::ToolAdmission,
     /// Secret arguments to hide in audit records (`audit.redact`).
     pub redact: Redactor,
+    /// A shell-like tool's programs by the word that picks them (the first word of a
+    /// `command`); empty for a tool with one program. Each is a whole tool named like this one,
+    /// with the shared settings and its own program and argument rules; this tool's own
+    /// `program` and `rules` are those of the first and are never used to run anything.
+    pub programs: BTreeMap<String, Arc<Tool>>,
 }
 
 impl Tool {
@@ -75,6 +80,32 @@ impl Tool {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default()
+    }
+
+    /// For a shell-like tool, the program picked by `word` (the first word of a command).
+    pub fn select(&self, word: &str) -> Option<&Arc<Tool>> {
+        self.programs.get(word)
+    }
+
+    /// The argument rules in words; for a shell-like tool, which words pick a program and each
+    /// program's rules.
+    pub fn describe_rules(&self) -> Vec<String> {
+        if self.programs.is_empty() {
+            return self.rules.describe();
+        }
+        let words: Vec<&str> = self.programs.keys().map(String::as_str).collect();
+        let mut out = vec![format!(
+            "give a `command` whose first word picks the program: {}.",
+            words.join(", ")
+        )];
+        for (word, tool) in &self.programs {
+            let rules = tool.rules.describe();
+            if rules.is_empty() {
+                out.push(format!("`{word}`: any arguments"));
+            }
+            out.extend(rules.into_iter().map(|rule| format!("`{word}`: {rule}")));
+        }
+        out
     }
 }
 
@@ -146,7 +177,7 @@ impl PolicySet {
                     );
                     continue;
                 }
-                match compile(&name, spec, path, vars) {
+                match compile(&name, span.clone(), spec, path, vars) {
                     Ok(tool) => {
                         tools.insert(name, Arc::new(tool));
                     }
@@ -188,13 +219,144 @@ type Problems = Vec<(Range<usize>, String)>;
 /// Compiles one tool, collecting every problem with its span.
 fn compile(
     name: &str,
+    name_span: Range<usize>,
+    mut spec: schema::ToolSpec,
+    source: &Path,
+    vars: &Vars,
+) -> Result<Tool, Problems> {
+    if !spec.programs.is_empty() {
+        return compile_several(name, spec, source, vars);
+    }
+    match spec.program.take() {
+        Some(program) => compile_one(name, program, spec, source, vars),
+        None => Err(vec![(
+            name_span,
+            "`program` is required (or `programs`, for a tool that runs several)".to_owned(),
+        )]),
+    }
+}
+
+/// Compiles a shell-like tool (`[tool.NAME.programs.WORD]`): each program is compiled as a
+/// whole tool with the shared settings, so picking one yields exactly what a single-program
+/// tool would be. The tool's own examples are command lines whose first word picks a program.
+fn compile_several(
+    name: &str,
+    mut spec: schema::ToolSpec,
+    source: &Path,
+    vars: &Vars,
+) -> Result<Tool, Problems> {
+    let mut problems: Problems = Vec::new();
+    if let Some(program) = &spec.program {
+        problems.push((
+            program.span(),
+            "a tool with `programs` names each program under [tool.NAME.programs.WORD]; remove `program`".to_owned(),
+        ));
+    }
+    if !spec.args.is_empty() || !spec.arguments.is_empty() {
+        let span = spec.programs.keys().next().map_or(0..0, Spanned::span);
+        problems.push((
+            span,
+            "a tool with `programs` takes `args` and `[arguments]` per program, under [tool.NAME.programs.WORD]".to_owned(),
+        ));
+    }
+    let examples = std::mem::take(&mut spec.examples);
+    let programs = std::mem::take(&mut spec.programs);
+    let mut compiled: BTreeMap<String, Arc<Tool>> = BTreeMap::new();
+    let mut first = None;
+    for (word, program) in programs {
+        if !valid_tool_name(word.get_ref()) {
+            problems.push((
+                word.span(),
+                format!(
+                    "program word `{}` must be 1-64 characters of a-z, A-Z, 0-9, `_`, `-`, `.`",
+                    word.get_ref()
+                ),
+            ));
+            continue;
+        }
+        let mut one = spec.clone();
+        one.args = program.args.clone();
+        one.arguments = program.arguments.clone();
+        one.examples = program.examples.clone();
+        first.get_or_insert_with(|| (program.program.clone(), one.clone()));
+        match compile_one(name, program.program, one, source, vars) {
+            Ok(tool) => {
+                compiled.insert(word.into_inner(), Arc::new(tool));
+            }
+            // The shared settings' problems come once per program: report each once.
+            Err(found) => {
+                for problem in found {
+                    if !problems.contains(&problem) {
+                        problems.push(problem);
+                    }
+                }
+            }
+        }
+    }
+    check_command_examples(&compiled, &examples, &mut problems);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let (program, mut one) = first.ok_or_else(Vec::new)?;
+    one.examples = schema::ExamplesSpec::default();
+    let mut tool = compile_one(name, program, one, source, vars)?;
+    tool.programs = compiled;
+    Ok(tool)
+}
+
+/// A shell-like tool's examples: whole command lines, the first word picking the program.
+fn check_command_examples(
+    programs: &BTreeMap<String, Arc<Tool>>,
+    examples: &schema::ExamplesSpec,
+    problems: &mut Problems,
+) {
+    let cases = examples
+        .allow
+        .iter()
+        .map(|e| (e, true))
+        .chain(examples.deny.iter().map(|e| (e, false)));
+    for (example, should_pass) in cases {
+        let verdict = match command::split_command(example.get_ref(), usize::MAX) {
+            Err(e) => {
+                problems.push((example.span(), format!("example cannot be split: {e}")));
+                continue;
+            }
+            Ok(line) => match programs.get(&line.program) {
+                None => Err(format!("`{}` is not one of the programs", line.program)),
+                Some(tool) => tool.rules.check(&line.argv).map_err(|d| d.to_string()),
+            },
+        };
+        match (verdict, should_pass) {
+            (Ok(()), true) | (Err(_), false) => {}
+            (Err(denied), true) => problems.push((
+                example.span(),
+                format!(
+                    "example `{}` should be allowed but is refused: {denied}",
+                    example.get_ref()
+                ),
+            )),
+            (Ok(()), false) => problems.push((
+                example.span(),
+                format!(
+                    "example `{}` should be refused but the rules allow it",
+                    example.get_ref()
+                ),
+            )),
+        }
+    }
+}
+
+/// Compiles a tool running `program`, collecting every problem with its span.
+fn compile_one(
+    name: &str,
+    program_spec: Spanned<String>,
     spec: schema::ToolSpec,
     source: &Path,
     vars: &Vars,
 ) -> Result<Tool, Problems> {
     let mut problems: Problems = Vec::new();
-    let program = expand(&spec.program, vars).and_then(|path| check_program(&path).map(|()| path));
-    let program = record(&mut problems, spec.program.span(), program);
+    let program = expand(&program_spec, vars).and_then(|path| check_program(&path).map(|()| path));
+    let program = record(&mut problems, program_spec.span(), program);
     let cwd = match &spec.cwd {
         Some(cwd) => {
             let path = expand(cwd, vars).and_then(|path| check_dir(&path).map(|()| path));
@@ -242,7 +404,7 @@ fn compile(
     let sandbox = Profile::compile(&sandbox_spec, &program, &cwd).map_err(|e| {
         let span = match (&e, seccomp_span) {
             (sandbox::Error::Seccomp(_), Some(span)) => span,
-            _ => spec.program.span(),
+            _ => program_spec.span(),
         };
         vec![(span, format!("sandbox: {e}"))]
     })?;
@@ -261,6 +423,7 @@ fn compile(
         source: source.to_owned(),
         admission,
         redact,
+        programs: BTreeMap::new(),
     })
 }
 
@@ -309,6 +472,7 @@ fn compile_rules(spec: schema::ArgumentsSpec, problems: &mut Problems) -> Option
         positional,
         positional_help: spec.positional_help,
         end_of_options: spec.end_of_options.unwrap_or(true),
+        subcommands: spec.subcommands,
     })
 }
 
@@ -820,6 +984,51 @@ deny = ["notes.txt"]
         let e = errors("[tool.e]\nprogram = \"/bin/echo\"\n[tool.e.audit]\nredact = [\"(open\"]\n");
         assert!(
             e[0].starts_with("p.toml:4:11: tool `e`: invalid redaction pattern `(open`"),
+            "{}",
+            e[0]
+        );
+    }
+
+    #[test]
+    fn a_shell_like_tool_compiles_each_program_and_checks_command_examples() {
+        let set = load(
+            r#"
+[tool.sh]
+cwd = "${workspace}"
+rate_limit = { per_caller = "30/minute" }
+[tool.sh.examples]
+allow = ["echo hi", "true"]
+deny = ["rm x", "echo -e x"]
+[tool.sh.programs.echo]
+program = "/bin/echo"
+[tool.sh.programs.echo.arguments]
+allow_flags = ["-n"]
+[tool.sh.programs.true]
+program = "/bin/true"
+"#,
+        )
+        .unwrap();
+        let tool = set.tool("sh").unwrap();
+        assert_eq!(tool.programs.len(), 2);
+        let echo = tool.select("echo").unwrap();
+        assert_eq!(echo.name, "sh", "a program runs under its tool's name");
+        assert_eq!(echo.cwd, Path::new("/tmp"));
+        assert!(echo.admission.per_caller.is_some());
+        assert!(tool.select("rm").is_none());
+        assert!(tool.describe_rules()[0].contains("echo, true"));
+
+        let e = errors(
+            "[tool.sh]\nprogram = \"/bin/echo\"\n[tool.sh.examples]\ndeny = [\"echo x\"]\n[tool.sh.programs.echo]\nprogram = \"/bin/echo\"\n",
+        );
+        let joined = e.join("\n");
+        assert!(
+            joined.contains("p.toml:2:11: tool `sh`: a tool with `programs`"),
+            "{joined}"
+        );
+        assert!(joined.contains("should be refused"), "{joined}");
+        let e = errors("[tool.none]\ndescription = \"x\"\n");
+        assert!(
+            e[0].contains("p.toml:1:7: tool `none`: `program` is required"),
             "{}",
             e[0]
         );

@@ -19,14 +19,20 @@ pub struct PolicyFile {
 }
 
 /// `[tool.NAME]`: one tool.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolSpec {
     /// What the tool does, shown to callers.
     #[serde(default)]
     pub description: String,
-    /// Absolute path of the program; `${var}` placeholders allowed.
-    pub program: Spanned<String>,
+    /// Absolute path of the program; `${var}` placeholders allowed. Required unless the tool
+    /// lists `programs`.
+    pub program: Option<Spanned<String>>,
+    /// A shell-like tool: several programs, each with its own arguments and rules, picked by
+    /// the first word of a request's `command` (`[tool.NAME.programs.WORD]`). Everything else
+    /// of the tool (environment, sandbox, limits, callers, rates) is shared by them.
+    #[serde(default)]
+    pub programs: BTreeMap<Spanned<String>, ProgramSpec>,
     /// Fixed arguments placed before the caller's.
     #[serde(default)]
     pub args: Vec<String>,
@@ -66,7 +72,7 @@ pub struct ToolSpec {
 }
 
 /// `[tool.NAME.audit]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditSpec {
     /// Regular expressions for secret arguments, matched against whole arguments; what they
@@ -76,8 +82,25 @@ pub struct AuditSpec {
     pub redact: Vec<Spanned<String>>,
 }
 
+/// `[tool.NAME.programs.WORD]`: one program of a shell-like tool.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgramSpec {
+    /// Absolute path of the program; `${var}` placeholders allowed.
+    pub program: Spanned<String>,
+    /// Fixed arguments placed before the caller's.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Argument rules for this program.
+    #[serde(default)]
+    pub arguments: ArgumentsSpec,
+    /// Argument lines (without the program's word) checked at load.
+    #[serde(default)]
+    pub examples: ExamplesSpec,
+}
+
 /// `[tool.NAME.arguments]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArgumentsSpec {
     /// Most arguments a request may give.
@@ -101,10 +124,28 @@ pub struct ArgumentsSpec {
     pub positional_help: Option<String>,
     /// Whether `--` ends the options. Default true.
     pub end_of_options: Option<bool>,
+    /// When given, the first argument must be one of these words (`git log ...`).
+    pub subcommands: Option<Vec<String>>,
+}
+
+impl ArgumentsSpec {
+    /// Whether no rule is written (a shell-like tool's rules belong to its programs).
+    pub fn is_empty(&self) -> bool {
+        self.max_count.is_none()
+            && self.max_length.is_none()
+            && self.allow_flags.is_none()
+            && self.deny_flags.is_empty()
+            && self.flags_with_value.is_empty()
+            && self.deny_patterns.is_empty()
+            && self.positional.is_none()
+            && self.positional_help.is_none()
+            && self.end_of_options.is_none()
+            && self.subcommands.is_none()
+    }
 }
 
 /// `[tool.NAME.env]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnvSpec {
     /// Names a request may set.
@@ -116,7 +157,7 @@ pub struct EnvSpec {
 }
 
 /// `[tool.NAME.sandbox]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxSpec {
     /// Paths readable (and executable) beneath.
@@ -145,7 +186,7 @@ pub struct SandboxSpec {
 }
 
 /// `[tool.NAME.sandbox.seccomp]`: which syscalls the tool may make.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeccompSpec {
     /// A named profile: `"default"` (ordinary command-line tools) or `"minimal"`.
@@ -158,7 +199,7 @@ pub struct SeccompSpec {
 }
 
 /// `[tool.NAME.sandbox.limits]`: rlimits applied to the tool.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSpec {
     /// Address space (RLIMIT_AS).
@@ -179,7 +220,7 @@ pub struct LimitsSpec {
 
 /// `[tool.NAME.examples]`: command lines (the arguments after the program, quoted as in a
 /// `command`) that must be allowed and must be refused; checked whenever the policy loads.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExamplesSpec {
     /// Argument lines the rules must allow.

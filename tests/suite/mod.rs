@@ -7,6 +7,7 @@ mod escape;
 mod invocation;
 mod lifecycle;
 mod ops;
+mod python;
 mod systemd;
 
 use std::collections::HashMap;
