@@ -567,6 +567,120 @@ async fn two_daemons_share_one_quota_through_redis_sentinel() {
     );
 }
 
+/// A loopback port `p` for a Cluster node: free, and with its bus port `p + 10000` free too.
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port <= u16::MAX - 10_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// The port of the Cluster node serving `slot`, from `CLUSTER NODES` lines like
+/// `ID 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460`.
+fn owner_of_slot(nodes: &str, slot: u16) -> Option<u16> {
+    nodes.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let serves = fields.iter().skip(8).any(|range| {
+            let (low, high) = range.split_once('-').unwrap_or((range, range));
+            matches!((low.parse::<u16>(), high.parse::<u16>()), (Ok(l), Ok(h)) if (l..=h).contains(&slot))
+        });
+        if !serves {
+            return None;
+        }
+        let address = fields.get(1)?.split('@').next()?;
+        address.rsplit_once(':')?.1.parse().ok()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_daemons_share_one_quota_on_a_redis_cluster() {
+    const TEST: &str = "two_daemons_share_one_quota_on_a_redis_cluster";
+    let Some(server) = redis_binary(TEST, "redis-server") else {
+        return;
+    };
+    let Some(cli) = redis_binary(TEST, "redis-cli") else {
+        return;
+    };
+    let nodes: Vec<RedisServer> = (0..3)
+        .map(|_| {
+            let port = free_cluster_port();
+            RedisServer::spawn(&server, port, |_| {
+                vec![
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    format!("nodes-{port}.conf"),
+                ]
+            })
+        })
+        .collect();
+    let addresses: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let create = Command::new(&cli)
+        .args(["--cluster", "create"])
+        .args(&addresses)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run redis-cli --cluster create");
+    assert!(
+        create.status.success() && text(&create.stdout).contains("All 16384 slots covered"),
+        "redis-cli --cluster create failed:\n{}{}",
+        text(&create.stdout),
+        text(&create.stderr)
+    );
+    let mut cons: Vec<redis::Connection> = nodes.iter().map(RedisServer::connection).collect();
+    for (node, con) in nodes.iter().zip(&mut cons) {
+        wait_until(&format!("cluster_state:ok on {}", node.port), || {
+            redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query::<String>(con)
+                .is_ok_and(|info| info.contains("cluster_state:ok"))
+        });
+    }
+
+    // A prefix whose hash tag is not served by the first node the daemons are given, so the
+    // counters are reached only by following the Cluster's slot map.
+    let cluster_nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query(&mut cons[0])
+        .expect("CLUSTER NODES");
+    let (prefix, owner) = (0..100)
+        .find_map(|i| {
+            let prefix = format!("toolgate-cluster-{i}");
+            let slot: u16 = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(format!("{{{prefix}}}"))
+                .query(&mut cons[0])
+                .expect("CLUSTER KEYSLOT");
+            let owner = owner_of_slot(&cluster_nodes, slot)?;
+            (owner != nodes[0].port).then_some((prefix, owner))
+        })
+        .expect("a prefix served by another node");
+
+    let urls: Vec<String> = nodes.iter().map(RedisServer::url).collect();
+    let policy = shared_quota_policy();
+    let config = |urls: &[String]| {
+        format!("[admission]\nredis_cluster = {urls:?}\nredis_prefix = {prefix:?}\n")
+    };
+    let first = Daemon::start_with(&policy, &config(&urls));
+    let reversed: Vec<String> = urls.iter().rev().cloned().collect();
+    let second = Daemon::start_with(&policy, &config(&reversed));
+    assert_one_quota_across(&first.client().await, &second.client().await).await;
+    for node in &nodes {
+        let counted = node.counted_invocations(&prefix);
+        if node.port == owner {
+            assert_eq!(counted, [SHARED_QUOTA as u64], "the counter on its shard");
+        } else {
+            assert!(counted.is_empty(), "{}: {counted:?}", node.port);
+        }
+    }
+}
+
 /// A test CA, and certificates it signs.
 struct Pki {
     dir: tempfile::TempDir,
