@@ -2,7 +2,7 @@
 //! Redis shared by two daemons), circuit breakers, mutual TLS and bearer tokens.
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -313,56 +313,110 @@ breaker = { failures = 2, cooldown = "1s" }
         .expect("closed again");
 }
 
-/// A Redis server of our own on a free loopback port, killed on drop.
+/// A Redis binary from Debian's `redis-server` / `redis-tools` packages, or None (skip) outside
+/// CI when it is missing; under `CI=true` a missing binary fails the test.
+fn redis_binary(test: &str, name: &str) -> Option<PathBuf> {
+    let found = ["/usr/bin", "/usr/local/bin"]
+        .into_iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test}: {name} is not installed (.ci/run installs it)"
+        );
+        eprintln!(
+            "SKIP {test}: {name} is not installed (apt-get install redis-server redis-tools)"
+        );
+    }
+    found
+}
+
+/// A Redis process of our own (server, Sentinel or Cluster node) on a loopback port, with its
+/// own working directory and log; killed on drop, so a panicking test leaves nothing behind.
 struct RedisServer {
     process: Child,
     port: u16,
+    dir: tempfile::TempDir,
 }
 
 impl RedisServer {
-    /// Starts one, or None (skip) outside CI when redis-server is not installed.
+    /// Starts a standalone server, or None (skip) outside CI when redis-server is not installed.
     fn start(test: &str) -> Option<Self> {
-        let binary = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
-            .into_iter()
-            .find(|p| Path::new(p).exists());
-        let Some(binary) = binary else {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{test}: redis-server is not installed (.ci/run installs it)"
-            );
-            eprintln!("SKIP {test}: redis-server is not installed (apt-get install redis-server)");
-            return None;
-        };
-        let port = free_port();
-        let process = Command::new(binary)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+        let binary = redis_binary(test, "redis-server")?;
+        Some(Self::spawn(&binary, free_port(), |_| Vec::new()))
+    }
+
+    /// Runs `binary` listening on `port`; `args` gives the arguments that go before the common
+    /// ones (a config file, `--cluster-enabled yes`...) and may write files in the directory
+    /// it is handed. Returns once the port accepts connections.
+    fn spawn(binary: &Path, port: u16, args: impl FnOnce(&Path) -> Vec<String>) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = std::fs::File::create(dir.path().join("redis.log")).expect("log file");
+        let mut command = Command::new(binary);
+        command
+            .args(args(dir.path()))
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log);
+        let process = command.spawn().expect("start redis");
+        // In the guard before waiting: a failed start is still killed.
+        let mut server = Self { process, port, dir };
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = server.process.try_wait() {
+                panic!(
+                    "redis on port {port} exited with {status}:\n{}",
+                    server.log()
+                );
+            }
             assert!(
                 start.elapsed() < Duration::from_secs(10),
-                "redis did not start"
+                "redis did not listen on {port}:\n{}",
+                server.log()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Some(Self { process, port })
+        server
     }
 
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    /// A plain (non-cluster) connection, for the test's own checks.
+    fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .expect("connect to redis")
+    }
+
+    /// The invocations counted by each quota counter under the hash tag `{prefix}` stored on
+    /// this server.
+    fn counted_invocations(&self, prefix: &str) -> Vec<u64> {
+        let mut con = self.connection();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{{{prefix}}}:quota:*"))
+            .query(&mut con)
+            .expect("KEYS");
+        keys.iter()
+            .map(|key| {
+                redis::cmd("HGET")
+                    .arg(key)
+                    .arg("m0")
+                    .query::<Option<u64>>(&mut con)
+                    .expect("HGET")
+                    .unwrap_or(0)
+            })
+            .collect()
     }
 
     fn stop(&mut self) {
@@ -384,12 +438,50 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// Polls `condition` every 50 ms until it holds, up to 10 s.
+fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < Duration::from_secs(10), "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The quota the daemons of the Redis tests share: 7 invocations per caller and hour.
+const SHARED_QUOTA: usize = 7;
+
+fn shared_quota_policy() -> String {
+    echo_tool(&format!(
+        "quota = {{ period = \"hour\", invocations = {SHARED_QUOTA} }}"
+    ))
+}
+
+/// Sends 20 concurrent calls, alternating between two daemons' clients: exactly
+/// [`SHARED_QUOTA`] pass in all, every other call is refused with RESOURCE_EXHAUSTED.
+async fn assert_one_quota_across(a: &ToolGateClient<Channel>, b: &ToolGateClient<Channel>) {
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let mut client = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            client
+                .execute(args_request("echo", &["x"], &format!("shared-{i}")))
+                .await
+        }));
+    }
+    let results = futures_join(tasks).await;
+    let passed = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(passed, SHARED_QUOTA, "one quota across two daemons");
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(r.code(), Code::ResourceExhausted, "{r:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_daemons_share_one_quota_in_redis_and_a_stopped_redis_behaves_as_configured() {
     let Some(mut redis) = RedisServer::start("two_daemons_share_one_quota_in_redis") else {
         return;
     };
-    let policy = echo_tool("quota = { period = \"hour\", invocations = 7 }");
+    let policy = shared_quota_policy();
     let refuse = Daemon::start_with(
         &policy,
         &format!("[admission]\nredis = {:?}\n", redis.url()),
@@ -403,22 +495,7 @@ async fn two_daemons_share_one_quota_in_redis_and_a_stopped_redis_behaves_as_con
     );
     let mut a = refuse.client().await;
     let mut b = local.client().await;
-    // 20 calls, alternating daemons and concurrent: exactly 7 pass in all.
-    let mut tasks = Vec::new();
-    for i in 0..20 {
-        let mut client = if i % 2 == 0 { a.clone() } else { b.clone() };
-        tasks.push(tokio::spawn(async move {
-            client
-                .execute(args_request("echo", &["x"], &format!("shared-{i}")))
-                .await
-        }));
-    }
-    let results = futures_join(tasks).await;
-    let passed = results.iter().filter(|r| r.is_ok()).count();
-    assert_eq!(passed, 7, "one quota across two daemons");
-    for r in results.iter().filter_map(|r| r.as_ref().err()) {
-        assert_eq!(r.code(), Code::ResourceExhausted);
-    }
+    assert_one_quota_across(&a, &b).await;
 
     redis.stop();
     // refuse (the default): UNAVAILABLE, audited as admission.store.
@@ -439,6 +516,169 @@ async fn two_daemons_share_one_quota_in_redis_and_a_stopped_redis_behaves_as_con
         .into_inner();
     assert!(usage.store_fallbacks >= 1);
     assert!(local.log().contains("redis failed: using local limits"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_daemons_share_one_quota_through_redis_sentinel() {
+    const TEST: &str = "two_daemons_share_one_quota_through_redis_sentinel";
+    const MASTER: &str = "toolgate-test";
+    const PREFIX: &str = "toolgate-sentinel";
+    let Some(binary) = redis_binary(TEST, "redis-server") else {
+        return;
+    };
+    let master = RedisServer::spawn(&binary, free_port(), |_| Vec::new());
+    // Sentinel rewrites its config file, so it lives in the sentinel's own directory; the
+    // common arguments (port, bind, dir) follow the file and apply too.
+    let sentinel = RedisServer::spawn(&binary, free_port(), |dir| {
+        let config = dir.join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "sentinel resolve-hostnames no\nsentinel monitor {MASTER} 127.0.0.1 {} 1\n",
+                master.port
+            ),
+        )
+        .expect("write sentinel.conf");
+        vec![config.to_string_lossy().into_owned(), "--sentinel".into()]
+    });
+    // Until Sentinel has reached the master its flags say `disconnected`.
+    let mut con = sentinel.connection();
+    wait_until("sentinel sees its master", || {
+        redis::cmd("SENTINEL")
+            .arg("MASTER")
+            .arg(MASTER)
+            .query::<HashMap<String, String>>(&mut con)
+            .is_ok_and(|m| m.get("flags").map(String::as_str) == Some("master"))
+    });
+
+    // The daemons know only the Sentinel: the master's address comes from it.
+    let config = format!(
+        "[admission]\nredis = \"redis+sentinel://127.0.0.1:{}/{MASTER}\"\nredis_prefix = {PREFIX:?}\n",
+        sentinel.port
+    );
+    let policy = shared_quota_policy();
+    let first = Daemon::start_with(&policy, &config);
+    let second = Daemon::start_with(&policy, &config);
+    assert_one_quota_across(&first.client().await, &second.client().await).await;
+    assert_eq!(
+        master.counted_invocations(PREFIX),
+        [SHARED_QUOTA as u64],
+        "the quota counter lives on the master"
+    );
+}
+
+/// A loopback port `p` for a Cluster node: free, and with its bus port `p + 10000` free too.
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port <= u16::MAX - 10_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// The port of the Cluster node serving `slot`, from `CLUSTER NODES` lines like
+/// `ID 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460`.
+fn owner_of_slot(nodes: &str, slot: u16) -> Option<u16> {
+    nodes.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let serves = fields.iter().skip(8).any(|range| {
+            let (low, high) = range.split_once('-').unwrap_or((range, range));
+            matches!((low.parse::<u16>(), high.parse::<u16>()), (Ok(l), Ok(h)) if (l..=h).contains(&slot))
+        });
+        if !serves {
+            return None;
+        }
+        let address = fields.get(1)?.split('@').next()?;
+        address.rsplit_once(':')?.1.parse().ok()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_daemons_share_one_quota_on_a_redis_cluster() {
+    const TEST: &str = "two_daemons_share_one_quota_on_a_redis_cluster";
+    let Some(server) = redis_binary(TEST, "redis-server") else {
+        return;
+    };
+    let Some(cli) = redis_binary(TEST, "redis-cli") else {
+        return;
+    };
+    let nodes: Vec<RedisServer> = (0..3)
+        .map(|_| {
+            let port = free_cluster_port();
+            RedisServer::spawn(&server, port, |_| {
+                vec![
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    format!("nodes-{port}.conf"),
+                ]
+            })
+        })
+        .collect();
+    let addresses: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let create = Command::new(&cli)
+        .args(["--cluster", "create"])
+        .args(&addresses)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run redis-cli --cluster create");
+    assert!(
+        create.status.success() && text(&create.stdout).contains("All 16384 slots covered"),
+        "redis-cli --cluster create failed:\n{}{}",
+        text(&create.stdout),
+        text(&create.stderr)
+    );
+    let mut cons: Vec<redis::Connection> = nodes.iter().map(RedisServer::connection).collect();
+    for (node, con) in nodes.iter().zip(&mut cons) {
+        wait_until(&format!("cluster_state:ok on {}", node.port), || {
+            redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query::<String>(con)
+                .is_ok_and(|info| info.contains("cluster_state:ok"))
+        });
+    }
+
+    // A prefix whose hash tag is not served by the first node the daemons are given, so the
+    // counters are reached only by following the Cluster's slot map.
+    let cluster_nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query(&mut cons[0])
+        .expect("CLUSTER NODES");
+    let (prefix, owner) = (0..100)
+        .find_map(|i| {
+            let prefix = format!("toolgate-cluster-{i}");
+            let slot: u16 = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(format!("{{{prefix}}}"))
+                .query(&mut cons[0])
+                .expect("CLUSTER KEYSLOT");
+            let owner = owner_of_slot(&cluster_nodes, slot)?;
+            (owner != nodes[0].port).then_some((prefix, owner))
+        })
+        .expect("a prefix served by another node");
+
+    let urls: Vec<String> = nodes.iter().map(RedisServer::url).collect();
+    let policy = shared_quota_policy();
+    let config = |urls: &[String]| {
+        format!("[admission]\nredis_cluster = {urls:?}\nredis_prefix = {prefix:?}\n")
+    };
+    let first = Daemon::start_with(&policy, &config(&urls));
+    let reversed: Vec<String> = urls.iter().rev().cloned().collect();
+    let second = Daemon::start_with(&policy, &config(&reversed));
+    assert_one_quota_across(&first.client().await, &second.client().await).await;
+    for node in &nodes {
+        let counted = node.counted_invocations(&prefix);
+        if node.port == owner {
+            assert_eq!(counted, [SHARED_QUOTA as u64], "the counter on its shard");
+        } else {
+            assert!(counted.is_empty(), "{}: {counted:?}", node.port);
+        }
+    }
 }
 
 /// A test CA, and certificates it signs.
