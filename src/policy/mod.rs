@@ -310,37 +310,41 @@ fn check_command_examples(
     examples: &schema::ExamplesSpec,
     problems: &mut Problems,
 ) {
+    run_examples(examples, problems, |line| {
+        let line = command::split_command(line, usize::MAX)?;
+        Ok(match programs.get(&line.program) {
+            None => Err(format!("`{}` is not one of the programs", line.program)),
+            Some(tool) => tool.rules.check(&line.argv).map_err(|d| d.to_string()),
+        })
+    });
+}
+
+/// Runs every example through `verdict` (which splits it, or fails to) and records each one
+/// whose verdict is not what the policy says it should be.
+fn run_examples(
+    examples: &schema::ExamplesSpec,
+    problems: &mut Problems,
+    verdict: impl Fn(&str) -> Result<Result<(), String>, command::Error>,
+) {
     let cases = examples
         .allow
         .iter()
         .map(|e| (e, true))
         .chain(examples.deny.iter().map(|e| (e, false)));
     for (example, should_pass) in cases {
-        let verdict = match command::split_command(example.get_ref(), usize::MAX) {
-            Err(e) => {
+        let text = example.get_ref();
+        match (verdict(text), should_pass) {
+            (Err(e), _) => {
                 problems.push((example.span(), format!("example cannot be split: {e}")));
-                continue;
             }
-            Ok(line) => match programs.get(&line.program) {
-                None => Err(format!("`{}` is not one of the programs", line.program)),
-                Some(tool) => tool.rules.check(&line.argv).map_err(|d| d.to_string()),
-            },
-        };
-        match (verdict, should_pass) {
-            (Ok(()), true) | (Err(_), false) => {}
-            (Err(denied), true) => problems.push((
+            (Ok(Ok(())), true) | (Ok(Err(_)), false) => {}
+            (Ok(Err(denied)), true) => problems.push((
                 example.span(),
-                format!(
-                    "example `{}` should be allowed but is refused: {denied}",
-                    example.get_ref()
-                ),
+                format!("example `{text}` should be allowed but is refused: {denied}"),
             )),
-            (Ok(()), false) => problems.push((
+            (Ok(Ok(())), false) => problems.push((
                 example.span(),
-                format!(
-                    "example `{}` should be refused but the rules allow it",
-                    example.get_ref()
-                ),
+                format!("example `{text}` should be refused but the rules allow it"),
             )),
         }
     }
@@ -674,37 +678,10 @@ pub fn lookup_user(name: &str) -> Result<(u32, u32), String> {
 
 /// Every `allow` example must pass the rules and every `deny` example must be refused.
 fn check_examples(rules: &ArgRules, examples: &schema::ExamplesSpec, problems: &mut Problems) {
-    let cases = examples
-        .allow
-        .iter()
-        .map(|e| (e, true))
-        .chain(examples.deny.iter().map(|e| (e, false)));
-    for (example, should_pass) in cases {
-        let argv = match command::split_args(example.get_ref(), usize::MAX) {
-            Ok(argv) => argv,
-            Err(e) => {
-                problems.push((example.span(), format!("example cannot be split: {e}")));
-                continue;
-            }
-        };
-        match (rules.check(&argv), should_pass) {
-            (Ok(()), true) | (Err(_), false) => {}
-            (Err(denied), true) => problems.push((
-                example.span(),
-                format!(
-                    "example `{}` should be allowed but is refused: {denied}",
-                    example.get_ref()
-                ),
-            )),
-            (Ok(()), false) => problems.push((
-                example.span(),
-                format!(
-                    "example `{}` should be refused but the rules allow it",
-                    example.get_ref()
-                ),
-            )),
-        }
-    }
+    run_examples(examples, problems, |line| {
+        let argv = command::split_args(line, usize::MAX)?;
+        Ok(rules.check(&argv).map_err(|d| d.to_string()))
+    });
 }
 
 /// Replaces `${name}` with its value and requires an absolute path.

@@ -519,8 +519,7 @@ unsafe fn run_init(p: &Prepared<'_>) -> ! {
         // /proc here is the tool's pid namespace, where init can see it.
         let mut path = [0u8; 32];
         for (file, map) in [(&b"uid_map"[..], uid_map), (&b"gid_map"[..], gid_map)] {
-            let len = proc_path(&mut path, tool as u32, file);
-            let _ = len;
+            proc_path(&mut path, tool as u32, file);
             // SAFETY: `path` is NUL-terminated by proc_path; `map` is the parent's buffer.
             let fd = unsafe {
                 libc::syscall(
@@ -560,7 +559,7 @@ unsafe fn run_init(p: &Prepared<'_>) -> ! {
 }
 
 /// Writes `/proc/<pid>/<file>\0` into `buf`.
-fn proc_path(buf: &mut [u8; 32], pid: u32, file: &[u8]) -> usize {
+fn proc_path(buf: &mut [u8; 32], pid: u32, file: &[u8]) {
     let mut len = 0;
     for &b in b"/proc/" {
         buf[len] = b;
@@ -588,7 +587,6 @@ fn proc_path(buf: &mut [u8; 32], pid: u32, file: &[u8]) -> usize {
         len += 1;
     }
     buf[len] = 0;
-    len
 }
 
 /// Builds a root from scratch under `staging` from the staged `mounts`, pivots into it and
