@@ -2,10 +2,10 @@
 //! killing the whole process tree, and the resources it used.
 //!
 //! Invariants: the tool is never blocked by a full pipe (output past the cap is read and
-//! discarded); when the program exits, is timed out or is cancelled, its whole process group is
-//! killed before the program is reaped, so the group id cannot be reused in between and no
-//! background process it left survives the invocation. Time is `tokio::time`, so deadline logic
-//! runs on a paused clock in tests.
+//! discarded); when the tool exits, the sandbox's init kills whatever it left and exits; on a
+//! timeout or cancellation the daemon kills init, which ends the tool's whole pid namespace, so
+//! no process of the invocation survives it however it detached. Time is `tokio::time`, so
+//! deadline logic runs on a paused clock in tests.
 
 use std::os::fd::OwnedFd;
 use std::time::Duration;
@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::sandbox::{Child, ExitStatus, Usage};
 
-/// How long output is still read after the program's group was killed. Pipes reach end of file
-/// as soon as the killed processes are gone; this only bounds a process that escaped the group.
+/// How long output is still read after the sandbox ended. Pipes reach end of file as soon as
+/// its processes are gone (which they are once init is reaped); this only bounds the wait.
 const OUTPUT_GRACE: Duration = Duration::from_millis(500);
 
 /// What a streaming caller sees while the tool runs.
@@ -128,7 +128,8 @@ pub async fn supervise(mut child: Child, how: Supervision) -> Result<Outcome, Er
         child.exited().await.map_err(Error::Wait)?;
     }
     let wall_time = started.elapsed();
-    // The program has exited but is not reaped: whatever it left running in its group dies now.
+    // Init has exited (it killed what the tool left) but is not reaped: make sure, before
+    // reaping, that nothing of the sandbox is left.
     child.kill_tree();
     let (status, usage) = child
         .try_reap()
