@@ -269,6 +269,9 @@ pub fn main() -> ExitCode {
     if matches!(cli.command, Command::Serve(_)) {
         // Before the runtime's threads exist: this clears LISTEN_FDS from the environment.
         daemon::systemd::capture_passed_socket();
+    } else {
+        // A client whose reader went away (`| head`) ends quietly, like other command-line tools.
+        toolgate::sandbox::default_sigpipe();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -38,7 +38,7 @@ use seccompiler::BpfProgram;
 pub use cgroup::{CgroupLimits, Cgroups};
 pub use ruleset::TcpPorts;
 pub use seccomp::{DenyAction, SeccompSpec, profiles as seccomp_profiles};
-pub use sys::{Child, ExitStatus, Usage, ensure_standard_fds, landlock_abi};
+pub use sys::{Child, ExitStatus, Usage, default_sigpipe, ensure_standard_fds, landlock_abi};
 
 use sys::{Identity, MountKind, MountOp};
 

@@ -1374,6 +1374,17 @@ fn bring_loopback_up() -> io::Result<()> {
     Ok(())
 }
 
+/// Restores the default SIGPIPE disposition, which Rust's runtime sets to ignore: for the
+/// command-line clients, so `toolgate tools | head` ends quietly instead of panicking on a
+/// closed stdout. The daemon keeps SIGPIPE ignored (a client closing its socket is an error to
+/// handle, not a reason to die).
+pub fn default_sigpipe() {
+    // SAFETY: installs the default disposition, no handler code; called before threads start.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// The daemon's effective uid and gid.
 pub fn effective_ids() -> (u32, u32) {
     // SAFETY: getters without arguments.
