@@ -143,11 +143,15 @@ impl Cgroups {
         })
     }
 
-    /// Creates the subtree for `layout`.
+    /// Creates the subtree for `layout`, after removing the empty subtrees that daemons which
+    /// died without cleaning up (killed, crashed) left beside it.
     pub fn create(layout: Layout) -> Result<Arc<Self>, Error> {
         match &layout {
             Layout::V1 { controllers } => {
                 for (_, dir) in controllers {
+                    if let Some(parent) = dir.parent() {
+                        remove_stale_subtrees(parent);
+                    }
                     fs::create_dir_all(dir).map_err(at(dir))?;
                 }
             }
@@ -262,6 +266,34 @@ impl Cgroups {
             ),
             Layout::V2 { dir } => format!("cgroup v2 at {}", dir.display()),
         }
+    }
+}
+
+/// Removes `toolgate-<pid>` subtrees under `parent` whose daemon is gone. A slot that still
+/// holds processes cannot be removed (rmdir fails) and is left alone.
+fn remove_stale_subtrees(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("toolgate-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        let dir = entry.path();
+        if let Ok(slots) = fs::read_dir(&dir) {
+            for slot in slots.flatten().filter(|s| s.path().is_dir()) {
+                let _ = fs::remove_dir(slot.path());
+            }
+        }
+        let _ = fs::remove_dir(&dir);
     }
 }
 
@@ -411,6 +443,24 @@ mod tests {
         assert_eq!(
             fs::read_to_string(slot.join("cpu.max")).unwrap(),
             "200000 100000"
+        );
+    }
+
+    #[test]
+    fn subtrees_of_dead_daemons_are_removed_and_live_ones_kept() {
+        let parent = tempfile::tempdir().unwrap();
+        let dead = parent.path().join("toolgate-4000000000");
+        let live = parent
+            .path()
+            .join(format!("toolgate-{}", std::process::id()));
+        for dir in [dead.join("slot-1"), live.join("slot-1")] {
+            fs::create_dir_all(dir).unwrap();
+        }
+        remove_stale_subtrees(parent.path());
+        assert!(!dead.exists(), "a dead daemon's subtree is removed");
+        assert!(
+            live.join("slot-1").exists(),
+            "a live daemon's subtree is kept"
         );
     }
 

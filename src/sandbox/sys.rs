@@ -426,6 +426,21 @@ unsafe fn run_init(p: &Prepared<'_>) -> ! {
             8usize
         )
     );
+    // If the daemon dies (even by SIGKILL), the sandbox dies with it: nothing would enforce its
+    // deadline any more. The "parent" here is the daemon thread that cloned init, one of the
+    // async runtime's worker threads, which live as long as the daemon.
+    step!(
+        p,
+        0,
+        libc::syscall(
+            libc::SYS_prctl,
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL,
+            0,
+            0,
+            0
+        )
+    );
     // Init never executes anything, so close-on-exec does not apply to it: it would keep every
     // descriptor the daemon had (its sockets, other invocations' pipes, this tool's stdin write
     // end) for the tool's whole life. Close all but what it needs.

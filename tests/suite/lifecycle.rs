@@ -180,3 +180,32 @@ async fn stop_kills_what_the_drain_leaves_and_every_start_has_its_end() {
     let out = daemon.verify_audit();
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_daemon_takes_its_sandboxes_with_it() {
+    let mut daemon = Daemon::start(PROBE_TOOL);
+    let tag = unique_tag("orphan");
+    let mut stream = start_streaming(&daemon, &["fork-grandchild", &tag], "orphan-1").await;
+    let mut seen = String::new();
+    while !(seen.contains("grandchild=") && seen.contains("child=")) {
+        match stream
+            .message()
+            .await
+            .expect("event")
+            .expect("not ended")
+            .event
+        {
+            Some(pb::execute_event::Event::Stdout(bytes)) => seen.push_str(&text(&bytes)),
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    assert_eq!(tagged(&tag).len(), 2, "the sandbox runs");
+    // No drain, no cleanup: nothing in the daemon gets to kill the sandbox.
+    daemon.signal(libc::SIGKILL);
+    daemon.wait_exit(Duration::from_secs(5));
+    let survivors = wait_untagged(&tag, Duration::from_secs(5));
+    assert!(
+        survivors.is_empty(),
+        "processes {survivors:?} outlived the daemon"
+    );
+}

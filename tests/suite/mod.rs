@@ -278,6 +278,18 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // A graceful stop lets the daemon remove its cgroup subtree and socket; SIGKILL only
+        // if it does not stop in time.
+        if let Ok(None) = self.process.try_wait() {
+            self.signal(libc::SIGTERM);
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = self.process.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let _ = self.process.kill();
         let _ = self.process.wait();
     }
