@@ -519,6 +519,64 @@ async fn two_daemons_share_one_quota_in_redis_and_a_stopped_redis_behaves_as_con
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn two_daemons_share_one_rate_limit_in_redis() {
+    let Some(redis) = RedisServer::start("two_daemons_share_one_rate_limit_in_redis") else {
+        return;
+    };
+    // Three calls a minute for the tool, whoever calls it through whichever daemon.
+    let policy = echo_tool("rate_limit = { per_tool = \"3/minute\", burst = 3 }");
+    let config = format!("[admission]\nredis = {:?}\n", redis.url());
+    let (first, second) = (
+        Daemon::start_with(&policy, &config),
+        Daemon::start_with(&policy, &config),
+    );
+    let (a, b) = (first.client().await, second.client().await);
+    let mut passed = 0;
+    let mut refusals = Vec::new();
+    for i in 0..8 {
+        let mut client = if i % 2 == 0 { a.clone() } else { b.clone() };
+        match client
+            .execute(args_request("echo", &["x"], &format!("rate-{i}")))
+            .await
+        {
+            Ok(_) => passed += 1,
+            Err(status) => refusals.push(status),
+        }
+    }
+    assert_eq!(passed, 3, "one bucket across two daemons");
+    for status in &refusals {
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        let retry: u64 = status
+            .metadata()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .expect("retry-after seconds");
+        // A token comes back every 20 s: the wait is at most that.
+        assert!((1..=20).contains(&retry), "retry-after {retry}");
+    }
+    // Control: each daemon alone would have let 3 through (6 in all) with local buckets.
+    let local_a = Daemon::start_with(&policy, "");
+    let local_b = Daemon::start_with(&policy, "");
+    let (la, lb) = (local_a.client().await, local_b.client().await);
+    let mut local_passed = 0;
+    for i in 0..8 {
+        let mut client = if i % 2 == 0 { la.clone() } else { lb.clone() };
+        if client
+            .execute(args_request("echo", &["x"], &format!("local-rate-{i}")))
+            .await
+            .is_ok()
+        {
+            local_passed += 1;
+        }
+    }
+    assert_eq!(
+        local_passed, 6,
+        "control: separate daemons keep separate buckets"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn two_daemons_share_one_quota_through_redis_sentinel() {
     const TEST: &str = "two_daemons_share_one_quota_through_redis_sentinel";
     const MASTER: &str = "toolgate-test";
