@@ -95,6 +95,10 @@ async fn denied_inside_allowed_outside(daemon: &Daemon, args: &[&str], errnos: &
     allowed_outside(args);
 }
 
+fn as_words(attempt: &[String]) -> Vec<&str> {
+    attempt.iter().map(String::as_str).collect()
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
@@ -241,38 +245,33 @@ async fn kernel_interfaces_that_widen_or_escape_are_denied() {
     let daemon = daemon();
     let dir = tempfile::tempdir().expect("tmp");
     let dir = path(dir.path()).to_owned();
-    for attempt in [
-        vec!["mount-tmpfs", "/tmp"],
-        vec!["chroot", "/tmp"],
-        vec!["unshare-user"],
-        vec!["unshare-net"],
-        vec!["unshare-mount"],
-        vec!["setns", "/proc/self/ns/net"],
-        vec!["bpf"],
-        vec!["keyctl"],
-        vec!["perf-event-open"],
-        vec!["userfaultfd"],
-        vec!["io-uring-setup"],
-        vec!["ptrace-traceme"],
-    ] {
-        denied_inside(&daemon, &attempt, &["EPERM"]).await;
+    // Each attempt, with the directory it works on: the sandbox's /tmp inside, a fresh
+    // temporary directory of the host outside.
+    let attempts = |dir: &str| -> Vec<Vec<String>> {
+        [
+            &["mount-tmpfs", dir][..],
+            &["chroot", dir],
+            &["unshare-user"],
+            &["unshare-net"],
+            &["unshare-mount"],
+            &["setns", "/proc/self/ns/net"],
+            &["bpf"],
+            &["keyctl"],
+            &["perf-event-open"],
+            &["userfaultfd"],
+            &["io-uring-setup"],
+            &["ptrace-traceme"],
+        ]
+        .iter()
+        .map(|a| a.iter().map(|s| s.to_string()).collect())
+        .collect()
+    };
+    for attempt in attempts("/tmp") {
+        denied_inside(&daemon, &as_words(&attempt), &["EPERM"]).await;
     }
     // Controls, outside, as the test's (root) user.
-    for attempt in [
-        vec!["mount-tmpfs", dir.as_str()],
-        vec!["chroot", dir.as_str()],
-        vec!["unshare-user"],
-        vec!["unshare-net"],
-        vec!["unshare-mount"],
-        vec!["setns", "/proc/self/ns/net"],
-        vec!["bpf"],
-        vec!["keyctl"],
-        vec!["perf-event-open"],
-        vec!["userfaultfd"],
-        vec!["io-uring-setup"],
-        vec!["ptrace-traceme"],
-    ] {
-        allowed_outside(&attempt);
+    for attempt in attempts(&dir) {
+        allowed_outside(&as_words(&attempt));
     }
 }
 

@@ -30,6 +30,23 @@ async fn start_streaming(
     stream
 }
 
+/// Reads the stream until the probe's child and grandchild have both printed their pids.
+async fn wait_for_both_pids(stream: &mut tonic::Streaming<pb::ExecuteEvent>) {
+    let mut seen = String::new();
+    while !(seen.contains("grandchild=") && seen.contains("child=")) {
+        match stream
+            .message()
+            .await
+            .expect("event")
+            .expect("not ended")
+            .event
+        {
+            Some(pb::execute_event::Event::Stdout(bytes)) => seen.push_str(&text(&bytes)),
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_the_call_in_flight_then_exits_zero() {
     let mut daemon = Daemon::start(PROBE_TOOL);
@@ -73,19 +90,7 @@ async fn caller_going_away_kills_the_process_tree() {
     let daemon = Daemon::start(PROBE_TOOL);
     let tag = unique_tag("cancel");
     let mut stream = start_streaming(&daemon, &["fork-grandchild", &tag], "cancel-1").await;
-    let mut seen = String::new();
-    while !(seen.contains("grandchild=") && seen.contains("child=")) {
-        match stream
-            .message()
-            .await
-            .expect("event")
-            .expect("not ended")
-            .event
-        {
-            Some(pb::execute_event::Event::Stdout(bytes)) => seen.push_str(&text(&bytes)),
-            other => panic!("unexpected event {other:?}"),
-        }
-    }
+    wait_for_both_pids(&mut stream).await;
     assert_eq!(
         tagged(&tag).len(),
         2,
@@ -186,19 +191,7 @@ async fn a_killed_daemon_takes_its_sandboxes_with_it() {
     let mut daemon = Daemon::start(PROBE_TOOL);
     let tag = unique_tag("orphan");
     let mut stream = start_streaming(&daemon, &["fork-grandchild", &tag], "orphan-1").await;
-    let mut seen = String::new();
-    while !(seen.contains("grandchild=") && seen.contains("child=")) {
-        match stream
-            .message()
-            .await
-            .expect("event")
-            .expect("not ended")
-            .event
-        {
-            Some(pb::execute_event::Event::Stdout(bytes)) => seen.push_str(&text(&bytes)),
-            other => panic!("unexpected event {other:?}"),
-        }
-    }
+    wait_for_both_pids(&mut stream).await;
     assert_eq!(tagged(&tag).len(), 2, "the sandbox runs");
     // No drain, no cleanup: nothing in the daemon gets to kill the sandbox.
     daemon.signal(libc::SIGKILL);
