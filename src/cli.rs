@@ -799,13 +799,8 @@ fn policy_explain(args: ExplainArgs) -> Result<ExitCode> {
     };
     // The policy's checks, then whether this caller may call the tool at all.
     let decision = gate::check(&set, &config.limits, &invocation).and_then(|checked| {
-        let selectors = checked
-            .tool
-            .admission
-            .callers
-            .as_ref()
-            .unwrap_or(&config.admission.default_callers);
-        if selectors.iter().any(|s| s.matches(&caller)) {
+        if toolgate::admission::may_call(&config.admission.default_callers, &caller, &checked.tool)
+        {
             Ok(checked)
         } else {
             Err(toolgate::admission::Error::NotAllowed {

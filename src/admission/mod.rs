@@ -255,6 +255,18 @@ pub enum Error {
     Store(#[from] store::Error),
 }
 
+/// Whether `caller` may call `tool`: the tool's `callers`, or `default_callers` when it names
+/// none (default deny: an empty list allows nobody). The one authorization rule, shared by
+/// the daemon and `toolgate policy explain`.
+pub fn may_call(default_callers: &[Selector], caller: &Caller, tool: &Tool) -> bool {
+    tool.admission
+        .callers
+        .as_deref()
+        .unwrap_or(default_callers)
+        .iter()
+        .any(|s| s.matches(caller))
+}
+
 impl Error {
     /// The audit record's rule.
     pub fn rule(&self) -> String {
@@ -398,12 +410,7 @@ impl Admission {
 
     /// Whether `caller` may call `tool` at all (also what ListTools shows).
     pub fn may_call(&self, caller: &Caller, tool: &Tool) -> bool {
-        let selectors = tool
-            .admission
-            .callers
-            .as_ref()
-            .unwrap_or(&self.settings.default_callers);
-        selectors.iter().any(|s| s.matches(caller))
+        may_call(&self.settings.default_callers, caller, tool)
     }
 
     /// Calls that fell back to local limits because Redis failed.
