@@ -134,17 +134,21 @@ fn daemon_refuses_to_start_on_a_broken_policy_or_unwritable_audit_log() {
         )
         .expect("config")
     };
-    write_config(dir.path().join("audit.jsonl").to_str().expect("path"));
-    let out = Command::new(TOOLGATE)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(125));
-    assert!(
-        text(&out.stderr).contains("p.toml:2:1: unknown field `programm`"),
-        "{}",
+    // The daemon must refuse to start, exit 125, and say why on stderr.
+    let serve_fails = || {
+        let out = Command::new(TOOLGATE)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(125));
         text(&out.stderr)
+    };
+    write_config(dir.path().join("audit.jsonl").to_str().expect("path"));
+    let stderr = serve_fails();
+    assert!(
+        stderr.contains("p.toml:2:1: unknown field `programm`"),
+        "{stderr}"
     );
 
     std::fs::write(
@@ -153,15 +157,6 @@ fn daemon_refuses_to_start_on_a_broken_policy_or_unwritable_audit_log() {
     )
     .expect("write");
     write_config("/proc/toolgate-audit.jsonl");
-    let out = Command::new(TOOLGATE)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(125));
-    assert!(
-        text(&out.stderr).contains("cannot open audit log"),
-        "{}",
-        text(&out.stderr)
-    );
+    let stderr = serve_fails();
+    assert!(stderr.contains("cannot open audit log"), "{stderr}");
 }

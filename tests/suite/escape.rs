@@ -158,15 +158,14 @@ async fn files_outside_the_policy_cannot_be_read_or_changed() {
         "read-only paths are readable"
     );
     let ro = |name: &str| daemon.ro.join(name);
-    for (attempt, target) in [
-        (vec!["write", path(&ro("a"))], ro("a")),
-        (vec!["truncate", path(&ro("b"))], ro("b")),
-        (vec!["unlink", path(&ro("c"))], ro("c")),
-        (vec!["rename", path(&ro("d")), path(&ro("e"))], ro("d")),
-        (vec!["mkdir", path(&ro("f"))], ro("f")),
+    for attempt in [
+        vec!["write", path(&ro("a"))],
+        vec!["truncate", path(&ro("b"))],
+        vec!["unlink", path(&ro("c"))],
+        vec!["rename", path(&ro("d")), path(&ro("e"))],
+        vec!["mkdir", path(&ro("f"))],
     ] {
         denied_inside(&daemon, &attempt, &["EROFS", "EACCES", "EPERM"]).await;
-        let _ = target;
     }
     assert_eq!(std::fs::read_to_string(ro("a")).expect("a"), "read-only\n");
     assert_eq!(std::fs::read_to_string(ro("b")).expect("b"), "read-only\n");
