@@ -263,6 +263,12 @@ impl Gate {
             message: None,
             outcome: None,
         };
+        // Admission time, from the request to its refusal or its permit.
+        let admission_done = || {
+            self.metrics
+                .admission_seconds
+                .observe(began.elapsed().as_secs_f64())
+        };
         let identified = match invocation.identity_error.clone() {
             Some(error) => Err(Error::Auth(error)),
             None => Ok(()),
@@ -274,9 +280,7 @@ impl Gate {
         let admitted = match admitted {
             Ok(admitted) => admitted,
             Err(error) => {
-                self.metrics
-                    .admission_seconds
-                    .observe(began.elapsed().as_secs_f64());
+                admission_done();
                 let known = known.as_ref().map(|t| t.name.as_str());
                 return Err(
                     refuse(&self.audit, &self.metrics, known, record, error, &secrets).await,
@@ -295,9 +299,7 @@ impl Gate {
         {
             Ok(permit) => permit,
             Err(error) => {
-                self.metrics
-                    .admission_seconds
-                    .observe(began.elapsed().as_secs_f64());
+                admission_done();
                 let tool = admitted.checked.tool.name.clone();
                 return Err(refuse(
                     &self.audit,
@@ -310,9 +312,7 @@ impl Gate {
                 .await);
             }
         };
-        self.metrics
-            .admission_seconds
-            .observe(began.elapsed().as_secs_f64());
+        admission_done();
         record.decision = Decision::Allowed;
         record.rule = "policy".to_owned();
 
